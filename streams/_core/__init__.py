@@ -1,0 +1,1 @@
+"""The contract, the shared stream machinery, and the errors. Import from :mod:`streams`."""

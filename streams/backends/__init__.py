@@ -1,0 +1,1 @@
+"""Backends: each runs one real protocol behind the :class:`~streams.StreamProvider` contract."""

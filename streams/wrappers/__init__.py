@@ -1,0 +1,1 @@
+"""Wrappers: providers built from other providers (pool, balancing, failover, metrics, debug)."""
