@@ -170,7 +170,7 @@ class MuxStream(Stream):
                     raise StreamClosed()
                 if self._rejection is not None:
                     raise self._rejection
-                if self._reset is not None and (not self._reset.remote or not self._recv_eof):
+                if self._reset is not None and not self._reset.remote:
                     raise self._reset
                 if self._chunks:
                     data = self._take(max_bytes)
@@ -178,6 +178,8 @@ class MuxStream(Stream):
                     return data
                 if self._recv_eof:
                     raise anyio.EndOfStream
+                if self._reset is not None:
+                    raise self._reset
                 if self._failure is not None:
                     raise self._failure
                 waiter = self._recv_waiter = anyio.Event()
@@ -368,13 +370,14 @@ class MuxStream(Stream):
         self._maybe_finish()
 
     def on_reset(self, code: int) -> None:
-        """The peer reset the stream."""
+        """The peer reset the stream.
+
+        Data that arrived before the reset stays readable; then the reset is raised (or
+        the end of file, if the peer had finished its direction before resetting).
+        """
         if self._reset is not None or self._failure is not None:
             return
         self._reset = StreamReset(code, remote=True)
-        if not self._recv_eof:
-            self._chunks.clear()
-            self.buffered = 0
         self._wake_all()
         self._maybe_finish()
 
