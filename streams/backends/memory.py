@@ -13,19 +13,32 @@ test can reason about ordering without a scheduler in between.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from .._core.errors import ConnectionLost, ErrorCode, GoingAway, ProtocolError, StreamRejected
+from .._core.abc import Handler, Listener, StreamProvider
+from .._core.backend import Backend, BackendOptions
+from .._core.errors import (
+    ConfigError,
+    ConnectionLost,
+    ErrorCode,
+    GoingAway,
+    ProtocolError,
+    StreamClosed,
+    StreamRejected,
+)
 from .._core.flow import FlowControlViolation
 from .._core.headers import Headers
 from .._core.mux import MuxProvider, MuxSettings
+from .._core.server import MergedListener, StreamServer
 from .._core.stream import MuxStream
+from .._core.transport import Address
 
-__all__ = ["MemoryProvider", "pair"]
+__all__ = ["BACKEND", "MemoryBackend", "MemoryProvider", "MemoryServer", "pair"]
 
 
 class MemoryProvider(MuxProvider):
@@ -165,3 +178,136 @@ async def pair(
     server.peer = client
     async with client, server:
         yield client, server
+
+
+class MemoryServer(StreamServer):
+    """A server reachable in this process as ``memory:NAME``; see :class:`MemoryBackend`."""
+
+    def __init__(self, name: str, settings: MuxSettings, handler: Handler | None) -> None:
+        self.name = name
+        self.settings = settings
+        self._handler = handler
+        self._merged = MergedListener(settings.accept_backlog)
+        self._providers: set[MemoryProvider] = set()
+        self._task_group: TaskGroup | None = None
+        self._closing = False
+
+    @property
+    def listener(self) -> Listener:
+        return self._merged
+
+    @property
+    def address(self) -> str:
+        return f"memory:{self.name}"
+
+    @property
+    def connections(self) -> list[StreamProvider]:
+        return list(self._providers)
+
+    async def adopt(self, provider: MemoryProvider) -> None:
+        """Run the server end of a new connection."""
+        if self._closing or self._task_group is None:
+            raise ConnectionLost(f"nothing listens on memory:{self.name}")
+        await self._task_group.start(self._run, provider)
+
+    async def _run(
+        self, provider: MemoryProvider, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        async with provider:
+            self._providers.add(provider)
+            task_status.started()
+            try:
+                listener = provider.listen(self._handler)
+                while True:
+                    try:
+                        stream = await listener.accept()
+                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        break
+                    except Exception as exc:
+                        self._merged.feed(exc)
+                        continue
+                    if not self._merged.feed(stream):
+                        await stream.reset(ErrorCode.REFUSED_STREAM)
+            finally:
+                self._providers.discard(provider)
+
+    async def aclose(self, *, grace: float | None = None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        _SERVERS.pop(self.name, None)
+        with anyio.CancelScope(shield=True):
+            for provider in list(self._providers):
+                await provider.aclose(grace=grace)
+            self._merged.end(StreamClosed("server is closed"))
+
+
+_SERVERS: dict[str, MemoryServer] = {}
+
+
+class MemoryBackend(Backend):
+    """In-process connections: ``serve("memory:NAME")`` makes a server that
+    ``connect("memory:NAME")`` reaches from the same process, with no socket in between."""
+
+    name = "memory"
+
+    def _settings(self, options: BackendOptions | None) -> MuxSettings:
+        overrides = dict(options.settings) if options is not None else {}
+        try:
+            return MuxSettings(**overrides)
+        except TypeError as exc:
+            raise ConfigError(f"unknown memory backend setting: {exc}") from None
+
+    def _name(self, address: str) -> str:
+        parsed = Address.parse(address)
+        if parsed.scheme != "memory":
+            raise ConfigError(f"the memory backend takes memory:NAME addresses, not {address!r}")
+        return parsed.path
+
+    def connect(
+        self, address: str, options: BackendOptions | None = None
+    ) -> AbstractAsyncContextManager[StreamProvider]:
+        return self._connect(self._name(address), self._settings(options))
+
+    @asynccontextmanager
+    async def _connect(self, name: str, settings: MuxSettings) -> AsyncIterator[StreamProvider]:
+        server = _SERVERS.get(name)
+        if server is None:
+            raise ConnectionLost(f"nothing listens on memory:{name}")
+        client = MemoryProvider(settings, initiator=True)
+        remote = MemoryProvider(server.settings, initiator=False)
+        client.peer, remote.peer = remote, client
+        async with client:
+            await server.adopt(remote)
+            yield client
+
+    def serve(
+        self,
+        address: str,
+        options: BackendOptions | None = None,
+        handler: Handler | None = None,
+    ) -> AbstractAsyncContextManager[StreamServer]:
+        return self._serve(self._name(address), self._settings(options), handler)
+
+    @asynccontextmanager
+    async def _serve(
+        self, name: str, settings: MuxSettings, handler: Handler | None
+    ) -> AsyncIterator[StreamServer]:
+        if name in _SERVERS:
+            raise ConfigError(f"memory:{name} is already served in this process")
+        server = MemoryServer(name, settings, handler)
+        _SERVERS[name] = server
+        try:
+            async with anyio.create_task_group() as group:
+                server._task_group = group
+                try:
+                    yield server
+                finally:
+                    await server.aclose()
+                    group.cancel_scope.cancel()
+        finally:
+            _SERVERS.pop(name, None)
+
+
+#: the memory backend, as :func:`streams.backends.get_backend` finds it
+BACKEND = MemoryBackend()

@@ -1,0 +1,1 @@
+"""Benchmarks, run by `streams bench`: ratios against baselines measured in the same run."""

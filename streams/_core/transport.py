@@ -1,0 +1,298 @@
+"""Byte-stream transports that network backends run on: addresses, dialling and
+listening over TCP, TLS and Unix sockets, and a coalescing writer.
+
+A backend's driver runs its codec on whatever :class:`anyio.abc.ByteStream` it is given;
+these helpers make that stream from an address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.streams.tls import TLSListener, TLSStream
+
+from .errors import ConfigError, ConnectionLost
+
+__all__ = [
+    "Address",
+    "OutboundBuffer",
+    "TLSConfig",
+    "connect_byte_stream",
+    "listen_byte_streams",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where to dial or listen: ``host:port``, ``[v6]:port``, ``unix:/path`` or ``memory:name``."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str | Address, *, default_port: int | None = None) -> Address:
+        """Parse *text*.
+
+        :raises ~streams.ConfigError: if it is not an address
+        """
+        if isinstance(text, Address):
+            return text
+        if text.startswith("unix:"):
+            path = text[5:]
+            if not path:
+                raise ConfigError(f"{text!r}: a unix address needs a path")
+            return cls("unix", path=path)
+        if text.startswith("memory:"):
+            name = text[7:]
+            if not name:
+                raise ConfigError(f"{text!r}: a memory address needs a name")
+            return cls("memory", path=name)
+        host, separator, port_text = text.rpartition(":")
+        if not separator:
+            if default_port is None:
+                raise ConfigError(f"{text!r}: expected HOST:PORT, unix:PATH or memory:NAME")
+            host, port_text = text, str(default_port)
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host:
+            raise ConfigError(f"{text!r}: the host is missing")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"{text!r}: the port must be a number") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{text!r}: the port must be between 0 and 65535")
+        return cls("tcp", host=host, port=port)
+
+    def __str__(self) -> str:
+        if self.scheme == "tcp":
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            return f"{host}:{self.port}"
+        return f"{self.scheme}:{self.path}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSConfig:
+    """TLS settings as an operator writes them; :meth:`client_context` and
+    :meth:`server_context` turn them into :class:`ssl.SSLContext` objects.
+
+    Certificates and host names are verified unless ``insecure`` says otherwise.
+    """
+
+    #: PEM certificate chain presented by this side
+    cert: str | None = None
+    #: PEM private key for ``cert``
+    key: str | None = None
+    #: PEM bundle of the certificate authorities to trust (the system's when ``None``)
+    ca: str | None = None
+    #: skip certificate and host name verification (an explicit opt-out)
+    insecure: bool = False
+    #: the name to verify the server's certificate against (the dialled host by default)
+    server_name: str | None = None
+    #: ALPN protocols to offer or accept, in order of preference
+    alpn: tuple[str, ...] = ()
+
+    def client_context(self) -> ssl.SSLContext:
+        """A context for dialling, verifying the server unless ``insecure``."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.cert:
+            context.load_cert_chain(self.cert, self.key)
+        if self.alpn:
+            context.set_alpn_protocols(list(self.alpn))
+        return context
+
+    def server_context(self) -> ssl.SSLContext:
+        """A context for listening; it requires client certificates when ``ca`` is set."""
+        if not self.cert:
+            raise ConfigError("a TLS server needs a certificate", path="tls.cert")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.ca)
+        context.load_cert_chain(self.cert, self.key)
+        context.verify_mode = ssl.CERT_REQUIRED if self.ca else ssl.CERT_NONE
+        if self.alpn:
+            context.set_alpn_protocols(list(self.alpn))
+        return context
+
+
+async def connect_byte_stream(
+    address: Address | str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    connect_timeout: float | None = 30.0,
+) -> anyio.abc.ByteStream:
+    """Dial *address* (TCP or Unix), wrapping it in TLS when *ssl_context* is given.
+
+    :raises ~streams.ConnectionLost: if the connection or the TLS handshake fails
+    """
+    address = Address.parse(address)
+    try:
+        with anyio.fail_after(connect_timeout if connect_timeout is not None else float("inf")):
+            stream: anyio.abc.ByteStream
+            if address.scheme == "unix":
+                stream = await anyio.connect_unix(address.path)
+            elif address.scheme == "tcp":
+                stream = await anyio.connect_tcp(address.host, address.port)
+                set_no_delay(stream)
+            else:
+                raise ConfigError(f"cannot dial {address}: not a network address")
+            if ssl_context is not None:
+                hostname = server_hostname or (address.host if address.scheme == "tcp" else None)
+                try:
+                    stream = await TLSStream.wrap(
+                        stream,
+                        hostname=hostname,
+                        ssl_context=ssl_context,
+                        standard_compatible=False,
+                    )
+                except BaseException:
+                    await anyio.aclose_forcefully(stream)
+                    raise
+            return stream
+    except TimeoutError:
+        raise ConnectionLost(
+            f"connecting to {address} timed out after {connect_timeout} s"
+        ) from None
+    except (OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
+        raise ConnectionLost(f"cannot connect to {address}: {exc}") from exc
+
+
+async def listen_byte_streams(
+    address: Address | str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = 10.0,
+) -> anyio.abc.Listener[anyio.abc.ByteStream]:
+    """Listen on *address* (TCP or Unix), with TLS when *ssl_context* is given.
+
+    Port 0 picks a free port; ``listener.extra(SocketAttribute.local_address)`` tells it.
+    """
+    address = Address.parse(address)
+    listener: anyio.abc.Listener[Any]
+    if address.scheme == "unix":
+        listener = await anyio.create_unix_listener(address.path)
+    elif address.scheme == "tcp":
+        listener = await anyio.create_tcp_listener(
+            local_host=address.host, local_port=address.port, reuse_port=False
+        )
+    else:
+        raise ConfigError(f"cannot listen on {address}: not a network address")
+    if ssl_context is not None:
+        return TLSListener(
+            listener,
+            ssl_context,
+            standard_compatible=False,
+            handshake_timeout=handshake_timeout,
+        )
+    return listener
+
+
+def set_no_delay(stream: anyio.abc.ByteStream) -> None:
+    """Turn Nagle's algorithm off: frames are coalesced by :class:`OutboundBuffer` instead."""
+    import socket
+
+    try:
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    except anyio.TypedAttributeLookupError:
+        return
+    with contextlib.suppress(OSError):
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def local_port(listener: anyio.abc.Listener[Any]) -> int | None:
+    """The TCP port *listener* is bound to, when it is a TCP listener."""
+    try:
+        address = listener.extra(anyio.abc.SocketAttribute.local_address)
+    except anyio.TypedAttributeLookupError:
+        return None
+    if isinstance(address, tuple):
+        return int(address[1])
+    return None
+
+
+class OutboundBuffer:
+    """Frames queued for one connection, written by one writer task in large batches.
+
+    Writers append without waiting (control frames must never block), and data writers
+    then call :meth:`drain`, which waits while more than ``high_water`` bytes are queued:
+    that is the connection's backpressure. Appending many small frames between two writes
+    coalesces them into one ``send``.
+
+    :param stream: the transport
+    :param high_water: bytes queued before :meth:`drain` waits
+    """
+
+    def __init__(self, stream: anyio.abc.ByteStream, high_water: int = 1024 * 1024) -> None:
+        self._stream = stream
+        self._high_water = high_water
+        self._chunks: list[bytes | bytearray | memoryview] = []
+        self.queued = 0
+        self._has_data = anyio.Event()
+        self._drained = anyio.Event()
+        self._drained.set()
+        self._closing = False
+        self.error: BaseException | None = None
+
+    def write(self, *chunks: bytes | bytearray | memoryview) -> None:
+        """Queue *chunks*, to be sent in order. Never blocks."""
+        if self.error is not None or self._closing:
+            return
+        for chunk in chunks:
+            self._chunks.append(chunk)
+            self.queued += len(chunk)
+        self._has_data.set()
+        if self.queued > self._high_water and self._drained.is_set():
+            self._drained = anyio.Event()
+
+    async def drain(self) -> None:
+        """Wait while the queue is above the high-water mark.
+
+        :raises ~streams.ConnectionLost: if the transport failed
+        """
+        while self.queued > self._high_water and self.error is None:
+            await self._drained.wait()
+        if self.error is not None:
+            raise ConnectionLost(f"writing failed: {self.error}") from self.error
+        await anyio.lowlevel.checkpoint()
+
+    async def run(self, on_error: Callable[[BaseException], None]) -> None:
+        """The writer task: send what is queued until :meth:`close` (then flush) or failure."""
+        try:
+            while True:
+                await self._has_data.wait()
+                if not self._chunks:
+                    if self._closing:
+                        return
+                    self._has_data = anyio.Event()
+                    continue
+                chunks, self._chunks = self._chunks, []
+                self.queued = 0
+                self._has_data = anyio.Event()
+                data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+                self._drained.set()
+                await self._stream.send(data)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            self.error = exc
+            self._drained.set()
+            on_error(exc)
+
+    def close(self) -> None:
+        """Stop accepting frames; the writer task sends what is queued, then returns."""
+        self._closing = True
+        self._has_data.set()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        """The transport's attributes (addresses, TLS), for streams to expose."""
+        return self._stream.extra_attributes
