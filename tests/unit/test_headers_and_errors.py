@@ -85,4 +85,6 @@ def test_config_error_names_file_line_and_path() -> None:
 
 def test_public_api_is_exactly_all() -> None:
     public = {name for name in dir(streams) if not name.startswith("_")}
-    assert public - {"backends", "wrappers", "testing"} == set(streams.__all__) - {"__version__"}
+    assert public - {"backends", "wrappers", "testing", "cli"} == set(streams.__all__) - {
+        "__version__"
+    }
