@@ -56,9 +56,14 @@ async def test_echo_resets_after_the_given_number_of_bytes() -> None:
         stream = await provider.open_stream({"x-reset-after": "5"})
         await stream.send(b"0123456789")
         received = b""
-        with pytest.raises(StreamReset):
+
+        async def read_until_reset() -> None:
+            nonlocal received
             while True:
                 received += await stream.receive()
+
+        with pytest.raises(StreamReset):
+            await read_until_reset()
         assert received == b"01234"
         await stream.aclose()
 
