@@ -60,10 +60,12 @@ def test_a_good_topology_loads_into_typed_data() -> None:
     assert api.options.settings == {"receive_window": 262144}
     gateway = topology.servers[1]
     assert gateway.listen == "[::1]:7443"
-    assert gateway.options.tls is not None and gateway.options.tls.cert == "cert.pem"
+    assert gateway.options.tls is not None
+    assert gateway.options.tls.cert == "cert.pem"
     assert gateway.forward_targets == {"web": "127.0.0.1:8080"}
     assert topology.tunnels[0].headers == {"x-target": "web"}
-    assert topology.admin is not None and topology.admin.listen == "127.0.0.1:9901"
+    assert topology.admin is not None
+    assert topology.admin.listen == "127.0.0.1:9901"
     assert topology.metrics.header_label == "x-tenant"
 
 
