@@ -51,6 +51,7 @@ class FaultProxy:
         self._listener: anyio.abc.SocketListener | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._serving: anyio.CancelScope | None = None
+        self._stopped = anyio.Event()
 
     async def _listen(self) -> None:
         assert self._group is not None
@@ -58,27 +59,33 @@ class FaultProxy:
         self.port = listener.extra(anyio.abc.SocketAttribute.local_port)
         self._listener = listener
 
-        async def serve() -> None:
-            with anyio.CancelScope() as scope:
-                self._serving = scope
-                async with listener:
-                    # a multi-address listener reports its closing inside a group
-                    try:
-                        await listener.serve(self._handle, self._group)
-                    except* anyio.ClosedResourceError:
-                        pass
+        stopped = self._stopped = anyio.Event()
 
-        self._group.start_soon(serve)
+        async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            try:
+                with anyio.CancelScope() as scope:
+                    self._serving = scope
+                    task_status.started()
+                    async with listener:
+                        # a multi-address listener reports its closing inside a group
+                        try:
+                            await listener.serve(self._handle, self._group)
+                        except* anyio.ClosedResourceError:
+                            pass
+            finally:
+                stopped.set()
+
+        await self._group.start(serve)
 
     async def refuse(self) -> None:
         """Stop listening: new connections are refused, open ones go on."""
         if self._serving is not None:
+            # the serving task closes the listener itself: closing it from here races with
+            # its pending accept
             self._serving.cancel()
             self._serving = None
-        if self._listener is not None:
-            await self._listener.aclose()
-            self._listener = None
-        await anyio.lowlevel.checkpoint()
+            await self._stopped.wait()
+        self._listener = None
 
     async def accept_again(self) -> None:
         """Listen again on the same port after :meth:`refuse`."""
