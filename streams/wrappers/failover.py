@@ -103,6 +103,7 @@ class FailoverStream(DelegatingStream):
         self._owner = owner
         self._member = member
         self._done = False
+        self._broken = False
         member.state.active_streams += 1
         owner._active += 1
 
@@ -125,15 +126,22 @@ class FailoverStream(DelegatingStream):
         await self._inner.aclose()
 
     def _failed(self, error: StreamReset | ConnectionLost) -> None:
+        if self._broken:
+            return
         if isinstance(error, StreamReset) and not error.remote:
             return
         if isinstance(error, StreamReset) and error.code == ErrorCode.CANCEL:
             return
+        self._broken = True
         self._owner._record_failure(self._member, error)
 
     def _release(self) -> None:
         if not self._done:
             self._done = True
+            if not self._broken:
+                # a stream that ended without the endpoint failing it: the success that
+                # resets the endpoint's run of failures (an accepted open alone is not)
+                self._member.state.succeeded()
             self._member.state.active_streams -= 1
             self._owner._active -= 1
 
@@ -368,7 +376,6 @@ class Failover(StreamProvider):
                 finally:
                     if retrying:
                         self._retrying -= 1
-                member.state.succeeded()
                 return FailoverStream(stream, self, member)
         finally:
             self._pending -= 1
