@@ -113,6 +113,15 @@ class StreamServer(ABC):
     async def aclose(self, *, grace: float | None = None) -> None:
         """Stop accepting, close every connection gracefully within *grace*."""
 
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: connections are dropped without Go Away, so
+        their peers see errors (a failure drill for failover)."""
+        for provider in self.connections:
+            abort = getattr(provider, "abort", None)
+            if callable(abort):
+                await abort("the server was killed")
+        await self.aclose(grace=0)
+
     async def __aenter__(self) -> Self:
         return self
 

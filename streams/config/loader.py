@@ -38,8 +38,9 @@ _VALIDATOR = jsonschema.Draft202012Validator(TOPOLOGY_SCHEMA)
 _DURATION_FIELDS = {
     "idle_timeout",
     "open_timeout",
-    "reconnect_base",
-    "reconnect_max",
+    "connect_timeout",
+    "backoff_initial",
+    "backoff_max",
     "interval",
     "timeout",
     "base_ejection_time",

@@ -156,6 +156,8 @@ class Failover(StreamProvider):
         ``(name, provider, weight)``; failover enters and closes the providers
     :param options: health checks, outlier detection, retries, circuit breaking
     :param name: the upstream's name, for errors, events and metrics
+    :param backend_name: the protocol under the endpoints, for labels (by default what the
+        first endpoint's provider reports)
     :param rng: the random generator that splits traffic between groups (seed it in tests)
     """
 
@@ -165,6 +167,7 @@ class Failover(StreamProvider):
         options: FailoverOptions | None = None,
         *,
         name: str = "upstream",
+        backend_name: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.options = options if options is not None else FailoverOptions()
@@ -180,7 +183,8 @@ class Failover(StreamProvider):
             self._groups.append(members)
         if not any(self._groups):
             raise ValueError("failover needs at least one endpoint")
-        self.backend_name = self._groups[0][0].provider.backend_name if self._groups[0] else ""
+        first = next(member for group in self._groups for member in group)
+        self.backend_name = backend_name or first.provider.backend_name
         self._policies: list[Policy] = [make_policy(self.options.policy) for _ in self._groups]
         self._subscribers: list[Callable[[FailoverEvent], None]] = []
         self._exit_stack = AsyncExitStack()
