@@ -139,6 +139,8 @@ class FramerProvider(MuxProvider):
         self._decoder = FrameDecoder(client=client, max_data_length=settings.max_receive_window)
         self._out = OutboundBuffer(transport, high_water=settings.write_buffer)
         self._writer_done = anyio.Event()
+        self._reader_scope = anyio.CancelScope()
+        self._reader_done = anyio.Event()
         #: streams whose peer's header block has not fully arrived
         self._readers: dict[int, HeaderBlockReader] = {}
         #: streams the peer opened whose OPEN block is still arriving (not yet dispatched)
@@ -171,6 +173,13 @@ class FramerProvider(MuxProvider):
         self._lost(ConnectionLost(f"writing to the connection failed: {error}"))
 
     async def _read_loop(self) -> None:
+        try:
+            with self._reader_scope:
+                await self._read()
+        finally:
+            self._reader_done.set()
+
+    async def _read(self) -> None:
         receive = self._transport.receive
         read_size = self.settings.read_size
         decoder = self._decoder
@@ -246,16 +255,38 @@ class FramerProvider(MuxProvider):
         if self._room is not None:
             self._room.set()
 
-    async def _abort_transport(self) -> None:
+    async def _stop_io(self, *, graceful: bool = False) -> None:
+        # the reader should leave before the transport closes under it: anyio's Unix socket
+        # streams on asyncio can fail with InvalidStateError when a waiting receive is
+        # cancelled or closed. On a graceful close, half-close the transport and let the
+        # peer's close end the reader; cancel it only if that does not happen soon.
         with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
             await self._writer_done.wait()
+        if graceful and not self._reader_done.is_set():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                try:
+                    await self._transport.send_eof()
+                except (
+                    NotImplementedError,
+                    OSError,
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                ):
+                    pass
+                else:
+                    await self._reader_done.wait()
+        self._reader_scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+            await self._reader_done.wait()
+
+    async def _abort_transport(self) -> None:
+        await self._stop_io()
         await anyio.aclose_forcefully(self._transport)
 
     async def _close_transport(self) -> None:
         self._out.close()
         self._transport_closing = True
-        with anyio.move_on_after(1.0):
-            await self._writer_done.wait()
+        await self._stop_io(graceful=True)
         try:
             await self._transport.aclose()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
