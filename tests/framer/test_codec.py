@@ -158,9 +158,9 @@ def test_malformed_frames_are_protocol_errors(frame: bytes, message: str) -> Non
 
 def test_reused_stream_id_is_a_protocol_error() -> None:
     decoder = FrameDecoder(client=True)
+    decoder.receive_data(encode_window_update(2, 0, Flag.SYN))
     decoder.receive_data(encode_window_update(4, 0, Flag.SYN))
-    decoder.receive_data(encode_window_update(4, 0, 0))
-    decoder.receive_data(encode_window_update(2, 0, 0))  # opened-and-finished: allowed
+    decoder.receive_data(encode_window_update(2, 0, 0))  # opened (maybe finished): allowed
     with pytest.raises(FramerProtocolError, match="twice"):
         decoder.receive_data(encode_window_update(2, 0, Flag.SYN))
 
@@ -303,3 +303,23 @@ def test_header_blocks_round_trip(headers: list[tuple[str, str]], after: bytes) 
     decoded, rest = reader.feed(encode_header_block(block) + after)
     assert decoded == block
     assert rest == after
+
+
+def test_syns_may_arrive_out_of_order_but_only_once() -> None:
+    # yamux allocates ids before it sends their SYNs, so concurrent opens cross on the wire
+    decoder = FrameDecoder(client=False)
+    for stream_id in (5, 1, 3, 9):
+        decoder.receive_data(encode_window_update(stream_id, 0, Flag.SYN))
+    with pytest.raises(FramerProtocolError, match="never opened"):
+        decoder.receive_data(encode_window_update(7, 0, 0))
+    decoder.receive_data(encode_window_update(7, 0, Flag.SYN))
+    decoder.receive_data(encode_window_update(7, 0, 0))
+    with pytest.raises(FramerProtocolError, match="twice"):
+        decoder.receive_data(encode_window_update(3, 0, Flag.SYN))
+
+
+def test_far_older_gaps_are_forgotten() -> None:
+    decoder = FrameDecoder(client=True)
+    decoder.receive_data(encode_window_update(100_002, 0, Flag.SYN))
+    with pytest.raises(FramerProtocolError, match="twice"):
+        decoder.receive_data(encode_window_update(2, 0, Flag.SYN))

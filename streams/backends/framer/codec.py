@@ -45,6 +45,9 @@ VERSION = 0
 HEADER_SIZE = 12
 #: the window each stream starts with, in both directions, fixed by yamux
 INITIAL_WINDOW = 256 * 1024
+#: how far below the highest stream id a SYN may still arrive: yamux allocates ids before
+#: it sends their SYNs, so concurrent opens reach the wire out of order
+REORDER_WINDOW = 4096
 
 _HEADER = struct.Struct(">BBHII")
 _U16 = struct.Struct(">H")
@@ -194,6 +197,7 @@ class FrameDecoder:
     __slots__ = (
         "_first",
         "_flags",
+        "_gaps",
         "_head",
         "_highest_remote",
         "_next_local",
@@ -207,7 +211,9 @@ class FrameDecoder:
         self.client = client
         self.max_data_length = max_data_length
         self._next_local = 1 if client else 2
-        self._highest_remote = 0
+        # the id below the peer's first, so that the first SYN leaves no gap
+        self._highest_remote = -1 if not client else 0
+        self._gaps: set[int] = set()
         self._head = b""
         self._remaining = 0
         self._stream_id = 0
@@ -228,7 +234,7 @@ class FrameDecoder:
     @property
     def highest_remote_stream_id(self) -> int:
         """The highest stream id the peer has opened."""
-        return self._highest_remote
+        return max(0, self._highest_remote)
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Parse *data* (any split of the byte stream) into events.
@@ -327,13 +333,22 @@ class FrameDecoder:
         if flags & Flag.SYN:
             if local:
                 raise FramerProtocolError(f"the peer opened stream {stream_id} of our parity")
-            if stream_id <= self._highest_remote:
-                raise FramerProtocolError(f"stream {stream_id} was opened twice or out of order")
-            self._highest_remote = stream_id
+            highest = self._highest_remote
+            if stream_id > highest:
+                gaps = self._gaps
+                gaps.update(range(max(highest + 2, stream_id - REORDER_WINDOW), stream_id, 2))
+                if len(gaps) > REORDER_WINDOW:
+                    oldest = stream_id - REORDER_WINDOW
+                    self._gaps = {gap for gap in gaps if gap >= oldest}
+                self._highest_remote = stream_id
+            elif stream_id in self._gaps:
+                self._gaps.discard(stream_id)
+            else:
+                raise FramerProtocolError(f"stream {stream_id} was opened twice")
         elif local:
             if stream_id >= self._next_local:
                 raise FramerProtocolError(f"a frame for stream {stream_id}, never opened")
-        elif stream_id > self._highest_remote:
+        elif stream_id > self._highest_remote or stream_id in self._gaps:
             raise FramerProtocolError(f"a frame for stream {stream_id}, never opened")
 
 
