@@ -45,10 +45,9 @@ def wait_exit(process: subprocess.Popen[str], timeout: float) -> int:
     return process.returncode
 
 
-async def async_wait_exit(process: subprocess.Popen[str], timeout: float) -> int:
-    with anyio.fail_after(timeout):
-        while process.poll() is None:
-            await anyio.sleep(0.05)
+async def async_wait_exit(process: subprocess.Popen[str]) -> int:
+    while process.poll() is None:
+        await anyio.sleep(0.05)
     return process.returncode
 
 
@@ -163,7 +162,10 @@ async def test_bulk_half_close_and_reset_against_go_server(go_server: Path) -> N
                 # a reset from our side reaches the Go stream's Read as an error
                 doomed = await provider.open_stream()
                 await doomed.send(b"x" * 1000)
-                assert await doomed.receive() == b"x" * 1000 or True
+                echoed = b""
+                while len(echoed) < 1000:
+                    echoed += await doomed.receive()
+                assert echoed == b"x" * 1000
                 await doomed.reset()
                 for _ in range(200):
                     if "reset" in output(server):
@@ -244,6 +246,6 @@ async def test_go_client_against_our_server_both_directions(go_client: Path) -> 
                         for index in range(100):
                             inner.start_soon(ours, index)
                     assert results == [True] * 100
-                    assert await async_wait_exit(client, 30) == 0, output(client)
+                    assert await async_wait_exit(client) == 0, output(client)
                     group.cancel_scope.cancel()
                 assert "done 100 ok 0 failed" in output(client)

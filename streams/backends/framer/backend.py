@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio.abc
+from anyio.streams.tls import TLSListener
 
 from ..._core.abc import Handler, StreamProvider
 from ..._core.backend import Backend, BackendOptions
@@ -79,7 +80,8 @@ class FramerBackend(Backend):
         listener = await listen_byte_streams(
             address, ssl_context=tls.server_context() if tls is not None else None
         )
-        port = local_port(listener)
+        # anyio's TLS listener hides the socket's attributes; the port is the inner one's
+        port = local_port(listener.listener if isinstance(listener, TLSListener) else listener)
         where = str(Address("tcp", host=address.host, port=port)) if port else str(address)
         raw = options.raw
 
