@@ -249,9 +249,9 @@ class FramerProvider(MuxProvider):
         super().fail(error)
         for event in self._pings.values():
             event.set()
-        for stream in self._announced.values():
+        announced, self._announced = self._announced, {}
+        for stream in announced.values():
             stream.on_connection_lost(error)
-        self._announced.clear()
         if self._room is not None:
             self._room.set()
 
