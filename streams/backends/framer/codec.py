@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 __all__ = [
+    "ACK",
+    "FIN",
     "HEADER_SIZE",
     "INITIAL_WINDOW",
+    "RST",
+    "SYN",
     "BlockKind",
     "DataReceived",
     "Event",
@@ -75,6 +79,10 @@ class Flag(enum.IntFlag):
 
 
 _ALL_FLAGS = 0xF
+
+#: the flags and frame types as plain ints, for the hot paths (enum operations are slow)
+SYN, ACK, FIN, RST = 1, 2, 4, 8
+DATA, WINDOW_UPDATE, PING, GO_AWAY = 0, 1, 2, 3
 
 
 class GoAwayCode(enum.IntEnum):
@@ -166,22 +174,22 @@ def encode_frame_header(frame_type: int, flags: int, stream_id: int, length: int
 
 def encode_data_header(stream_id: int, length: int, flags: int = 0) -> bytes:
     """The header of a Data frame whose *length* bytes of payload follow."""
-    return _HEADER.pack(VERSION, FrameType.DATA, flags, stream_id, length)
+    return _HEADER.pack(VERSION, DATA, flags, stream_id, length)
 
 
 def encode_window_update(stream_id: int, increment: int, flags: int = 0) -> bytes:
     """A Window Update frame (also how raw mode opens, accepts, ends and resets)."""
-    return _HEADER.pack(VERSION, FrameType.WINDOW_UPDATE, flags, stream_id, increment)
+    return _HEADER.pack(VERSION, WINDOW_UPDATE, flags, stream_id, increment)
 
 
 def encode_ping(opaque: int, *, ack: bool = False) -> bytes:
     """A Ping request, or with *ack* the answer to one."""
-    return _HEADER.pack(VERSION, FrameType.PING, Flag.ACK if ack else Flag.SYN, 0, opaque)
+    return _HEADER.pack(VERSION, PING, ACK if ack else SYN, 0, opaque)
 
 
 def encode_go_away(code: GoAwayCode = GoAwayCode.NORMAL) -> bytes:
     """A Go Away frame."""
-    return _HEADER.pack(VERSION, FrameType.GO_AWAY, 0, 0, code)
+    return _HEADER.pack(VERSION, GO_AWAY, 0, 0, code)
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -254,11 +262,11 @@ class FrameDecoder:
                 if self._first:
                     self._first = False
                     if self._remaining:
-                        flags &= Flag.SYN | Flag.ACK
+                        flags &= SYN | ACK
                 elif self._remaining:
                     flags = 0
                 else:
-                    flags &= Flag.FIN | Flag.RST
+                    flags &= FIN | RST
                 events.append(DataReceived(stream_id=self._stream_id, data=chunk, flags=flags))
                 continue
             if self._head:
@@ -292,9 +300,9 @@ class FrameDecoder:
             raise FramerProtocolError(f"unsupported protocol version {version}")
         if flags & ~_ALL_FLAGS:
             raise FramerProtocolError(f"unknown flags {flags:#x}")
-        if frame_type == FrameType.DATA or frame_type == FrameType.WINDOW_UPDATE:
+        if frame_type <= WINDOW_UPDATE:
             self._check_stream(stream_id, flags)
-            if frame_type == FrameType.WINDOW_UPDATE:
+            if frame_type == WINDOW_UPDATE:
                 return WindowUpdated(stream_id=stream_id, increment=length, flags=flags)
             if length > self.max_data_length:
                 raise FramerProtocolError(
@@ -310,11 +318,11 @@ class FrameDecoder:
             return None
         if stream_id != 0:
             raise FramerProtocolError(f"a frame of type {frame_type} on stream {stream_id}")
-        if frame_type == FrameType.PING:
-            if flags not in (Flag.SYN, Flag.ACK):
+        if frame_type == PING:
+            if flags not in (SYN, ACK):
                 raise FramerProtocolError(f"a ping with flags {flags:#x}")
-            return PingReceived(opaque=length, ack=flags == Flag.ACK)
-        if frame_type == FrameType.GO_AWAY:
+            return PingReceived(opaque=length, ack=flags == ACK)
+        if frame_type == GO_AWAY:
             if flags:
                 raise FramerProtocolError(f"a go away with flags {flags:#x}")
             try:
@@ -327,10 +335,10 @@ class FrameDecoder:
     def _check_stream(self, stream_id: int, flags: int) -> None:
         if stream_id == 0:
             raise FramerProtocolError("a stream frame on stream 0")
-        if flags & Flag.SYN and flags & Flag.ACK:
+        if flags & SYN and flags & ACK:
             raise FramerProtocolError(f"SYN and ACK together on stream {stream_id}")
         local = (stream_id & 1) == (1 if self.client else 0)
-        if flags & Flag.SYN:
+        if flags & SYN:
             if local:
                 raise FramerProtocolError(f"the peer opened stream {stream_id} of our parity")
             highest = self._highest_remote

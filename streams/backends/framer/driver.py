@@ -31,10 +31,13 @@ from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import OutboundBuffer
 from .codec import (
+    ACK,
+    FIN,
     INITIAL_WINDOW,
+    RST,
+    SYN,
     BlockKind,
     DataReceived,
-    Flag,
     FrameDecoder,
     FramerProtocolError,
     GoAwayCode,
@@ -62,6 +65,42 @@ _GO_AWAY_CODES = {
 }
 _OPENING = (BlockKind.OPEN,)
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
+
+
+class CoalescingBuffer(OutboundBuffer):
+    """An :class:`OutboundBuffer` whose writer, once woken, lets the other ready tasks run
+    once before it takes the queue: an open, its data and its end of stream, or an answer
+    and its echo, then leave in one ``send`` (and arrive in one ``receive``) instead of
+    several."""
+
+    async def run(self, on_error: Callable[[BaseException], None]) -> None:
+        try:
+            while True:
+                await self._has_data.wait()
+                if self._chunks and not self._closing and self.queued < self._high_water:
+                    await anyio.lowlevel.checkpoint()
+                if not self._chunks:
+                    if self._closing:
+                        return
+                    self._has_data = anyio.Event()
+                    continue
+                chunks, self._chunks = self._chunks, []
+                self.queued = 0
+                self._has_data = anyio.Event()
+                if self._closing:
+                    self._has_data.set()
+                data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+                self._drained.set()
+                await self._stream.send(data)
+        except (
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+        ) as exc:
+            self.error = exc
+            self._drained.set()
+            on_error(exc)
 
 
 class FramerStream(MuxStream):
@@ -137,7 +176,7 @@ class FramerProvider(MuxProvider):
         self.raw = raw
         self._transport = transport
         self._decoder = FrameDecoder(client=client, max_data_length=settings.max_receive_window)
-        self._out = OutboundBuffer(transport, high_water=settings.write_buffer)
+        self._out = CoalescingBuffer(transport, high_water=settings.write_buffer)
         self._writer_done = anyio.Event()
         self._reader_scope = anyio.CancelScope()
         self._reader_done = anyio.Event()
@@ -388,13 +427,13 @@ class FramerProvider(MuxProvider):
     def _on_data(self, event: DataReceived) -> None:
         flags = event.flags
         stream_id = event.stream_id
-        if flags & Flag.SYN:
+        if flags & SYN:
             self._remote_open(stream_id)
         stream = self._find(stream_id)
         if stream is None:
             return  # finished here; the frame crossed our reset or rejection
         data = event.data
-        if flags & Flag.ACK and self.raw:
+        if flags & ACK and self.raw:
             stream.on_accepted(Headers())
         if self._readers and stream_id in self._readers:
             data = self._header_bytes(stream, data, flags)
@@ -406,7 +445,7 @@ class FramerProvider(MuxProvider):
             except FlowControlViolation as exc:
                 raise FramerProtocolError(str(exc), flow_control=True) from exc
             self._buffered += len(data)
-        if flags & (Flag.FIN | Flag.RST):
+        if flags & (FIN | RST):
             self._end_flags(stream, flags, ErrorCode.CANCEL)
 
     def _header_bytes(self, stream: FramerStream, data: bytes, flags: int) -> bytes:
@@ -420,7 +459,7 @@ class FramerProvider(MuxProvider):
         used = len(data) - len(rest)
         increment = window.on_consumed(used)
         if block is None:
-            if flags & Flag.FIN:
+            if flags & FIN:
                 raise FramerProtocolError(f"stream {stream.stream_id} ended before its headers")
             if increment:
                 self.write_window_update(stream, increment)
@@ -449,9 +488,9 @@ class FramerProvider(MuxProvider):
         return rest
 
     def _end_flags(self, stream: FramerStream, flags: int, reset_code: int) -> None:
-        if flags & Flag.FIN:
+        if flags & FIN:
             stream.on_eof()
-        if flags & Flag.RST:
+        if flags & RST:
             if self.raw and stream.local and stream.accept_state is AcceptState.PENDING:
                 stream.on_rejected(
                     StreamRejected(Headers(), "refused by the peer (reset)", retryable=True)
@@ -465,14 +504,14 @@ class FramerProvider(MuxProvider):
         if type(event) is WindowUpdated:
             flags = event.flags
             stream_id = event.stream_id
-            if flags & Flag.SYN:
+            if flags & SYN:
                 self._remote_open(stream_id)
             stream = self._find(stream_id)
             if stream is None:
                 return
-            if flags & Flag.ACK and self.raw:
+            if flags & ACK and self.raw:
                 stream.on_accepted(Headers())
-            if flags & Flag.RST:
+            if flags & RST:
                 code = ErrorCode.CANCEL if self.raw else event.increment
                 self._end_flags(stream, flags, code)
                 return
@@ -481,7 +520,7 @@ class FramerProvider(MuxProvider):
                     stream.on_window_update(event.increment)
                 except FlowControlViolation as exc:
                     raise FramerProtocolError(str(exc), flow_control=True) from exc
-            if flags & Flag.FIN:
+            if flags & FIN:
                 if stream_id in self._readers:
                     raise FramerProtocolError(f"stream {stream_id} ended before its headers")
                 self._end_flags(stream, flags, ErrorCode.CANCEL)
@@ -528,19 +567,19 @@ class FramerProvider(MuxProvider):
         block, stream.open_block = stream.open_block, b""
         stream_id = stream.stream_id
         if block:
-            self._out.write(encode_data_header(stream_id, len(block), Flag.SYN), block)
+            self._out.write(encode_data_header(stream_id, len(block), SYN), block)
             extra = self.settings.receive_window - INITIAL_WINDOW
             if extra:
                 self._out.write(encode_window_update(stream_id, extra))
         else:
             extra = self.settings.receive_window - INITIAL_WINDOW
-            self._out.write(encode_window_update(stream_id, extra, Flag.SYN))
+            self._out.write(encode_window_update(stream_id, extra, SYN))
         self.last_activity = anyio.current_time()
         await self._out.drain()
 
     def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
         if self.raw:
-            self._out.write(encode_window_update(stream.stream_id, 0, Flag.ACK))
+            self._out.write(encode_window_update(stream.stream_id, 0, ACK))
             return
         try:
             block = encode_header_block(
@@ -550,18 +589,18 @@ class FramerProvider(MuxProvider):
         except ValueError as exc:
             logger.warning("stream %s: cannot send its response headers: %s", stream.stream_id, exc)
             block = encode_header_block(HeaderBlock(kind=BlockKind.ACCEPT))
-            self._out.write(encode_data_header(stream.stream_id, len(block), Flag.ACK), block)
+            self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
             stream.on_reset(ErrorCode.INTERNAL_ERROR)
             self.write_reset(stream, ErrorCode.INTERNAL_ERROR)
             return
         stream.adjust_send_window(-len(block))
-        self._out.write(encode_data_header(stream.stream_id, len(block), Flag.ACK), block)
+        self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         stream_id = stream.stream_id
         self._readers.pop(stream_id, None)
         if self.raw:
-            self._out.write(encode_window_update(stream_id, 0, Flag.RST))
+            self._out.write(encode_window_update(stream_id, 0, RST))
             return
         refusal = HeaderBlock(
             kind=BlockKind.REJECT,
@@ -575,7 +614,7 @@ class FramerProvider(MuxProvider):
         except ValueError as exc:
             logger.warning("stream %s: cannot send its refusal's headers: %s", stream_id, exc)
             block = encode_header_block(HeaderBlock(kind=BlockKind.REJECT, code=refusal.code))
-        self._out.write(encode_data_header(stream_id, len(block), Flag.ACK | Flag.RST), block)
+        self._out.write(encode_data_header(stream_id, len(block), ACK | RST), block)
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         # bytes are immutable, so a view of them can wait in the queue without a copy
@@ -591,13 +630,11 @@ class FramerProvider(MuxProvider):
             await anyio.lowlevel.checkpoint()
 
     def write_eof(self, stream: MuxStream) -> None:
-        self._out.write(encode_window_update(stream.stream_id, 0, Flag.FIN))
+        self._out.write(encode_window_update(stream.stream_id, 0, FIN))
 
     def write_reset(self, stream: MuxStream, code: int) -> None:
         self._readers.pop(stream.stream_id, None)
-        self._out.write(
-            encode_window_update(stream.stream_id, 0 if self.raw else int(code), Flag.RST)
-        )
+        self._out.write(encode_window_update(stream.stream_id, 0 if self.raw else int(code), RST))
 
     def write_window_update(self, stream: MuxStream, increment: int) -> None:
         self._out.write(encode_window_update(stream.stream_id, increment))
