@@ -64,21 +64,33 @@ _GO_AWAY_CODES = {
     GoAwayCode.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
 }
 _OPENING = (BlockKind.OPEN,)
+#: how many turns the writer lets other tasks take while they keep queueing frames
+_COALESCE_TURNS = 6
+#: payloads at least this large are handed to the transport without being joined
+_DIRECT_SEND = 64 * 1024
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
 
 
 class CoalescingBuffer(OutboundBuffer):
     """An :class:`OutboundBuffer` whose writer, once woken, lets the other ready tasks run
-    once before it takes the queue: an open, its data and its end of stream, or an answer
-    and its echo, then leave in one ``send`` (and arrive in one ``receive``) instead of
-    several."""
+    while they keep queueing frames before it takes the queue: an open, its data and its
+    end of stream, or an answer and its echo, then leave in one ``send`` (and arrive in
+    one ``receive``) instead of several."""
 
     async def run(self, on_error: Callable[[BaseException], None]) -> None:
         try:
             while True:
                 await self._has_data.wait()
-                if self._chunks and not self._closing and self.queued < self._high_water:
+                # while the ready tasks keep adding frames, let them (a few turns at most)
+                quiet = 0
+                for _ in range(_COALESCE_TURNS):
+                    queued = len(self._chunks)
+                    if not queued or self._closing or self.queued >= self._high_water:
+                        break
                     await anyio.lowlevel.checkpoint()
+                    quiet = quiet + 1 if len(self._chunks) == queued else 0
+                    if quiet == 2:
+                        break
                 if not self._chunks:
                     if self._closing:
                         return
@@ -89,9 +101,20 @@ class CoalescingBuffer(OutboundBuffer):
                 self._has_data = anyio.Event()
                 if self._closing:
                     self._has_data.set()
-                data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
                 self._drained.set()
-                await self._stream.send(data)
+                # small frames are joined into one send; a large payload is sent as it is,
+                # which costs a send but saves copying it
+                pending: list[bytes | bytearray | memoryview] = []
+                for chunk in chunks:
+                    if len(chunk) < _DIRECT_SEND:
+                        pending.append(chunk)
+                        continue
+                    if pending:
+                        await self._stream.send(b"".join(pending))
+                        pending = []
+                    await self._stream.send(chunk)  # type: ignore[arg-type]
+                if pending:
+                    await self._stream.send(b"".join(pending))
         except (
             OSError,
             anyio.BrokenResourceError,
