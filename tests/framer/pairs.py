@@ -189,3 +189,60 @@ async def framer_pair(
 
     async with client, server:
         yield ProviderPair(client=client, server=server, break_connection=break_connection)
+
+
+class MemoryByteStream(anyio.abc.ByteStream):
+    """One end of an in-memory byte stream pair built on anyio's memory object streams,
+    with a small buffer so that a writer waits for its reader (real backpressure)."""
+
+    def __init__(
+        self,
+        send: anyio.abc.ObjectSendStream[bytes],
+        receive: anyio.abc.ObjectReceiveStream[bytes],
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self._leftover = b""
+
+    async def send(self, item: bytes) -> None:
+        try:
+            await self._send.send(bytes(item))
+        except anyio.BrokenResourceError:
+            raise anyio.BrokenResourceError from None
+
+    async def send_eof(self) -> None:
+        await self._send.aclose()
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if not self._leftover:
+            self._leftover = await self._receive.receive()
+        data, self._leftover = self._leftover[:max_bytes], self._leftover[max_bytes:]
+        return data
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        await self._receive.aclose()
+
+
+def memory_byte_streams() -> tuple[MemoryByteStream, MemoryByteStream]:
+    """Two connected in-memory byte streams."""
+    a_send, b_receive = anyio.create_memory_object_stream[bytes](4)
+    b_send, a_receive = anyio.create_memory_object_stream[bytes](4)
+    return MemoryByteStream(a_send, a_receive), MemoryByteStream(b_send, b_receive)
+
+
+@contextlib.asynccontextmanager
+async def framer_memory_pair(
+    settings: FramerSettings = TEST_SETTINGS,
+) -> AsyncIterator[ProviderPair]:
+    """Two framer providers joined by an in-memory byte stream, no socket at all."""
+    client_stream, server_stream = memory_byte_streams()
+    client = FramerProvider(client_stream, client=True, settings=settings)
+    server = FramerProvider(server_stream, client=False, settings=settings)
+
+    async def break_connection() -> None:
+        await client_stream.aclose()
+        await server_stream.aclose()
+
+    async with client, server:
+        yield ProviderPair(client=client, server=server, break_connection=break_connection)

@@ -8,7 +8,7 @@ import pytest
 
 from streams.testing import ConformanceOptions, ProviderConformance
 
-from .pairs import Certificates, framer_pair, make_certificates
+from .pairs import Certificates, framer_memory_pair, framer_pair, make_certificates
 
 # a stalled stream may hold its window (256 KiB, not grown: it is never read) plus what the
 # sockets buffer on the way
@@ -46,6 +46,19 @@ class TestFramerUnix(ProviderConformance):
 
     def provider_pair(self):  # type: ignore[no-untyped-def]
         return framer_pair(unix_path=self.path)
+
+
+class TestFramerMemoryByteStream(ProviderConformance):
+    """The driver on an in-memory anyio byte stream: no socket involved."""
+
+    options = ConformanceOptions(
+        max_buffered_per_stream=4 * 1024 * 1024,
+        bulk_bytes=16 * 1024 * 1024,
+        concurrent_streams=200,
+    )
+
+    def provider_pair(self):  # type: ignore[no-untyped-def]
+        return framer_memory_pair()
 
 
 class TestFramerRaw(ProviderConformance):
