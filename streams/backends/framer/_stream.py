@@ -22,6 +22,8 @@ __all__ = ["CoalescingBuffer", "FramerStream"]
 _COALESCE_TURNS = 6
 #: payloads at least this large are handed to the transport without being joined
 _DIRECT_SEND = 64 * 1024
+#: turns without a new frame after which the writer stops waiting for more
+_QUIET_TURNS = 2
 
 
 class CoalescingBuffer(OutboundBuffer):
@@ -42,7 +44,7 @@ class CoalescingBuffer(OutboundBuffer):
                         break
                     await anyio.lowlevel.checkpoint()
                     quiet = quiet + 1 if len(self._chunks) == queued else 0
-                    if quiet == 2:
+                    if quiet == _QUIET_TURNS:
                         break
                 if not self._chunks:
                     if self._closing:
