@@ -175,6 +175,37 @@ async def framer_open_echo_close(wait_accept: bool) -> float:
     return ROUND_TRIPS / watch.seconds
 
 
+async def memory_backend_open_echo_close() -> float:
+    """The same loop on the in-process memory backend: the floor that the shared stream
+    machinery sets, with no transport, reader or writer at all."""
+    from streams._core.mux import MuxSettings
+    from streams.backends import memory
+
+    async with memory.pair(MuxSettings(close_grace=0.5)) as (client, server):
+        listener = server.listen()
+
+        async def echo(stream: anyio.abc.ByteStream) -> None:
+            async with stream:
+                with contextlib.suppress(anyio.EndOfStream):
+                    while True:
+                        await stream.send(await stream.receive())
+                await stream.send_eof()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(listener.serve, echo)
+            with Stopwatch() as watch:
+                for _ in range(ROUND_TRIPS):
+                    stream = await client.open_stream(wait_accept=False)
+                    await stream.send(MESSAGE)
+                    await stream.send_eof()
+                    with contextlib.suppress(anyio.EndOfStream):
+                        while True:
+                            await stream.receive()
+                    await stream.aclose()
+            group.cancel_scope.cancel()
+    return ROUND_TRIPS / watch.seconds
+
+
 # -- memory ----------------------------------------------------------------------------------
 
 
@@ -252,7 +283,7 @@ async def fairness() -> tuple[float, float]:
 async def measure(loop: str) -> list[Figure]:
     # the machine may be shared: interleave each figure with its baseline and keep the
     # best of a few rounds of each, so that a busy moment does not decide a ratio
-    raw_64k = raw_256k = bulk = ping_pong = default_open = fast_open = 0.0
+    raw_64k = raw_256k = bulk = ping_pong = default_open = fast_open = floor = 0.0
     for _ in range(ROUNDS):
         raw_64k = max(raw_64k, await raw_bulk(64 * 1024))
         raw_256k = max(raw_256k, await raw_bulk(256 * 1024))
@@ -260,6 +291,7 @@ async def measure(loop: str) -> list[Figure]:
         ping_pong = max(ping_pong, await raw_ping_pong())
         default_open = max(default_open, await framer_open_echo_close(wait_accept=True))
         fast_open = max(fast_open, await framer_open_echo_close(wait_accept=False))
+        floor = max(floor, await memory_backend_open_echo_close())
     raw_best = max(raw_64k, raw_256k)
     per_end, both_ends = await memory_per_idle_stream()
     fair, fair_rate = await fairness()
@@ -294,6 +326,14 @@ async def measure(loop: str) -> list[Figure]:
             baseline=ping_pong,
             baseline_name="raw ping-pong",
             target=0.6,
+        ),
+        Figure(
+            name="open-echo-close, memory backend (no I/O)",
+            value=floor,
+            unit="streams/s",
+            loop=loop,
+            baseline=ping_pong,
+            baseline_name="raw ping-pong",
         ),
         Figure(
             name="memory per idle stream, per end",
