@@ -205,8 +205,10 @@ class ConnectionServer(StreamServer):
         try:
             # serve() rather than accept(): anyio's TLS listener does its handshakes there
             await self._byte_listener.serve(self._serve_connection, self._task_group)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return
+        except* (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # closing the listener ends serve(); a multi-address listener (TCP on every
+            # family) raises that inside an exception group
+            pass
 
     async def _serve_connection(self, byte_stream: anyio.abc.ByteStream) -> None:
         try:
