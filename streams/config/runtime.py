@@ -232,7 +232,7 @@ class Runtime:
         for group in spec.groups:
             members: list[tuple[str, StreamProvider, int]] = []
             for endpoint in group.endpoints:
-                dialer = backend.dialer(endpoint.address, spec.options)
+                dialer = backend.dialer(self._resolve_address(endpoint.address), spec.options)
                 pool = Pool(
                     [Endpoint(dialer=dialer, weight=endpoint.weight)],
                     options=pool_options,
@@ -271,6 +271,12 @@ class Runtime:
         built = _Upstream(spec, failover, outer)
         self._upstreams[spec.name] = built
         return built
+
+    def _resolve_address(self, address: str) -> str:
+        """``server:NAME`` is where this topology's server NAME listens."""
+        if address.startswith("server:"):
+            return self.servers[address[7:]].address
+        return address
 
     async def _start_server(self, spec: ServerSpec) -> None:
         assert self._group is not None
