@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .._core.errors import ConfigError
-from . import check, echo, explain, probe, run
+from . import bench, check, echo, explain, probe, run
 
 __all__ = ["main"]
 
@@ -20,6 +20,7 @@ COMMANDS = {
     "check": check.add_parser,
     "schema": check.add_schema_parser,
     "explain": explain.add_parser,
+    "bench": bench.add_parser,
 }
 
 
