@@ -18,7 +18,6 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -38,6 +37,14 @@ from .._core.errors import (
 )
 from .._core.headers import Headers, HeadersLike
 from .._core.server import MergedListener
+from ._pool_config import (
+    ConnectionEvent,
+    Endpoint,
+    EndpointsUnavailable,
+    PoolOptions,
+    PoolOverloaded,
+    backoff_delay,
+)
 from .balance import Candidate, Policy, make_policy
 from .discovery import Resolver
 
@@ -59,147 +66,6 @@ _RECHECK = 0.05
 _CLOSE_SLACK = 2.5
 #: how many times one open is tried again on another connection after a retryable refusal
 _OPEN_RETRIES = 3
-
-
-class PoolOverloaded(StreamError, anyio.WouldBlock):
-    """Too many callers wait for a connection; this one was turned away at once.
-
-    Nothing was sent, so it is safe to retry (``retryable`` is ``True``).
-    """
-
-    retryable = True
-
-
-class EndpointsUnavailable(ConnectionLost):
-    """No endpoint can take a stream now.
-
-    :ivar reasons: each endpoint and why it is unavailable
-    """
-
-    def __init__(self, reasons: dict[str, str]) -> None:
-        if reasons:
-            detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        else:
-            detail = "the pool has no endpoints"
-        super().__init__(f"no endpoint is available ({detail})", retryable=True)
-        self.reasons = dict(reasons)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """One place the pool connects to."""
-
-    #: makes one more connection to it
-    dialer: Dialer
-    #: share of the streams under weighted policies (relative to the other endpoints)
-    weight: int = 1
-
-    def __post_init__(self) -> None:
-        if self.weight < 1:
-            raise ConfigError("must be at least 1", path="weight")
-
-    @property
-    def name(self) -> str:
-        """The dialer's endpoint, for labels and errors."""
-        return self.dialer.endpoint
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PoolOptions:
-    """How a pool grows, shrinks, waits and recovers. Times are in seconds."""
-
-    #: connections kept open to each endpoint even when idle (0: dial on demand)
-    min_connections: int = 0
-    #: connections to one endpoint at most (draining ones not counted)
-    max_connections_per_endpoint: int = 8
-    #: connections in total at most (``None``: no total limit)
-    max_connections: int | None = None
-    #: streams one connection carries at most; the peer's own limit applies too
-    max_streams_per_connection: int = 100
-    #: a connection with no stream for this long is closed, above ``min_connections``
-    #: (``None``: never)
-    idle_timeout: float | None = 60.0
-    #: callers waiting for a connection at most; more get :class:`PoolOverloaded`
-    max_pending_opens: int = 1024
-    #: how long :meth:`Pool.open_stream` may take in all, waiting included (``None``:
-    #: only the connection's own open timeout)
-    open_timeout: float | None = 30.0
-    #: how long one dial may take
-    connect_timeout: float = 10.0
-    #: the wait after the first failed dial to an endpoint
-    backoff_initial: float = 0.1
-    #: the longest wait between dials to a failing endpoint
-    backoff_max: float = 30.0
-    #: how much the wait grows with each further failure
-    backoff_multiplier: float = 2.0
-    #: the wait varies randomly by up to this fraction either way, so that many clients
-    #: do not dial in step
-    backoff_jitter: float = 0.2
-    #: how long open streams may finish when the pool closes or retires a connection
-    close_grace: float = 5.0
-    #: how often the resolver is asked again
-    resolve_interval: float = 30.0
-    #: streams from the remote sides queued for :meth:`Listener.accept`
-    accept_backlog: int = 1024
-
-    def __post_init__(self) -> None:
-        def positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-            if value is None and allow_none:
-                return
-            if value is None or value <= 0:
-                raise ConfigError("must be positive", path=name)
-
-        if self.min_connections < 0:
-            raise ConfigError("must not be negative", path="min_connections")
-        if self.max_connections_per_endpoint < max(self.min_connections, 1):
-            raise ConfigError(
-                "must be at least 1 and at least min_connections",
-                path="max_connections_per_endpoint",
-            )
-        if self.max_connections is not None and self.max_connections < 1:
-            raise ConfigError("must be at least 1", path="max_connections")
-        if self.max_streams_per_connection < 1:
-            raise ConfigError("must be at least 1", path="max_streams_per_connection")
-        if self.max_pending_opens < 0:
-            raise ConfigError("must not be negative", path="max_pending_opens")
-        if self.accept_backlog < 1:
-            raise ConfigError("must be at least 1", path="accept_backlog")
-        positive("idle_timeout", self.idle_timeout, allow_none=True)
-        positive("open_timeout", self.open_timeout, allow_none=True)
-        positive("connect_timeout", self.connect_timeout)
-        positive("backoff_initial", self.backoff_initial)
-        positive("resolve_interval", self.resolve_interval)
-        if self.backoff_max < self.backoff_initial:
-            raise ConfigError("must be at least backoff_initial", path="backoff_max")
-        if self.backoff_multiplier < 1:
-            raise ConfigError("must be at least 1", path="backoff_multiplier")
-        if not 0 <= self.backoff_jitter < 1:
-            raise ConfigError("must be in [0, 1)", path="backoff_jitter")
-        if self.close_grace < 0:
-            raise ConfigError("must not be negative", path="close_grace")
-
-
-def backoff_delay(failures: int, options: PoolOptions, rng: random.Random) -> float:
-    """The wait before dialling an endpoint again after *failures* failed dials in a row:
-    exponential, capped, with jitter (gRPC's connection backoff)."""
-    exponent = min(max(failures - 1, 0), 64)
-    base = min(options.backoff_max, options.backoff_initial * options.backoff_multiplier**exponent)
-    jitter = options.backoff_jitter
-    return base * rng.uniform(1 - jitter, 1 + jitter)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionEvent:
-    """What the pool's event hook receives."""
-
-    #: ``opened``, ``closed`` (a connection that was open ended) or ``failed`` (a dial)
-    kind: Literal["opened", "closed", "failed"]
-    #: the endpoint's name
-    endpoint: str
-    #: the pool's id of the connection
-    connection: int
-    #: why it closed or failed, when it was an error
-    error: BaseException | None = None
 
 
 ConnectionState = Literal["connecting", "ready", "draining", "closed"]
@@ -236,6 +102,9 @@ class _Connection:
         self.retire = anyio.Event()
         self.grace: float | None = None
         self.reserved = 0
+        # streams opened here, and the count the upkeep last saw (idle means unchanged)
+        self.uses = 0
+        self.seen_uses = 0
         self.scope: anyio.CancelScope | None = None
         self.group: anyio.abc.TaskGroup | None = None
         self.forwarding = False
@@ -300,6 +169,7 @@ class Pool(StreamProvider):
             self._endpoints[spec.name] = _Endpoint(spec)
         self._group: anyio.abc.TaskGroup | None = None
         self._changed = anyio.Event()
+        self._upkeep = anyio.Event()
         self._waiting = 0
         self._closing = False
         self._closed = anyio.Event()
@@ -493,78 +363,84 @@ class Pool(StreamProvider):
     ) -> Stream:
         """Open a stream on the connection the policy picks, dialling one if needed.
 
+        Waiting for a connection with room is bounded by ``open_timeout``; the peer's
+        answer is bounded by the connection's own open timeout.
+
         :raises PoolOverloaded: if ``max_pending_opens`` callers already wait
         :raises EndpointsUnavailable: if every endpoint is down (each one named, with why)
-        :raises ~streams.OpenTimeout: if no connection took the stream within
-            ``open_timeout``
+        :raises ~streams.OpenTimeout: if no connection had room within ``open_timeout``
         :raises ~streams.ProviderClosed: after :meth:`aclose`
         """
-        if self._closing:
-            raise ProviderClosed("pool is closed")
-        headers = Headers.coerce(headers)
+        for attempt in itertools.count():
+            conn = self._take()
+            if conn is None:
+                conn = await self._wait_for_room()
+            provider = conn.provider
+            assert provider is not None
+            conn.reserved += 1
+            conn.uses += 1
+            try:
+                return await provider.open_stream(headers, wait_accept=wait_accept)
+            except StreamError as exc:
+                # a Go Away or a refusal that came first: the peer processed nothing
+                if not exc.retryable or attempt >= _OPEN_RETRIES or self._closing:
+                    raise
+                conn.refresh()
+            finally:
+                conn.reserved -= 1
+                if self._waiting:
+                    self._wake_waiters()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _take(self) -> _Connection | None:
+        """Decide, then start the dial the decision asks for; ``None``: wait for room."""
+        use, dial, error = self._plan()
+        if dial is not None:
+            self._dial(dial)
+        if error is not None:
+            raise error
+        return use
+
+    async def _wait_for_room(self) -> _Connection:
+        if self._waiting >= self.options.max_pending_opens:
+            raise PoolOverloaded(
+                f"{self._waiting} opens already wait for a connection"
+                f" (max_pending_opens={self.options.max_pending_opens})"
+            )
         timeout = self.options.open_timeout
-        with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
-            for attempt in itertools.count():
-                conn = await self._acquire()
-                provider = conn.provider
-                assert provider is not None
-                conn.reserved += 1
-                try:
-                    return await provider.open_stream(headers, wait_accept=wait_accept)
-                except StreamError as exc:
-                    # a Go Away or a refusal that arrived first: nothing was processed
-                    if not exc.retryable or attempt >= _OPEN_RETRIES or self._closing:
-                        raise
-                    conn.refresh()
-                finally:
-                    conn.reserved -= 1
-                    conn.idle_since = anyio.current_time()
-                    self._notify()
-        assert scope.cancelled_caught
-        raise OpenTimeout(f"no connection took the stream within {timeout} s")
-
-    async def _acquire(self) -> _Connection:
-        waiting = False
+        self._waiting += 1
         try:
-            while True:
-                choice = self._choose()
-                if isinstance(choice, _Connection):
-                    return choice
-                if isinstance(choice, BaseException):
-                    raise choice
-                if not waiting:
-                    if self._waiting >= self.options.max_pending_opens:
-                        raise PoolOverloaded(
-                            f"{self._waiting} opens already wait for a connection"
-                            f" (max_pending_opens={self.options.max_pending_opens})"
-                        )
-                    self._waiting += 1
-                    waiting = True
-                    # our demand may call for one more connection
-                    choice = self._choose()
-                    if isinstance(choice, _Connection):
-                        return choice
-                    if isinstance(choice, BaseException):
-                        raise choice
-                changed = self._changed
-                with anyio.move_on_after(_RECHECK):
-                    await changed.wait()
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                while True:
+                    # counted as waiting now: this demand may call for one more connection
+                    conn = self._take()
+                    if conn is not None:
+                        return conn
+                    changed = self._changed
+                    with anyio.move_on_after(_RECHECK):
+                        await changed.wait()
+        except TimeoutError:
+            raise OpenTimeout(f"no connection had room for the stream within {timeout} s") from None
         finally:
-            if waiting:
-                self._waiting -= 1
+            self._waiting -= 1
 
-    def _choose(self) -> _Connection | BaseException | None:
-        """Decide where the next stream goes: a connection, an error, or ``None`` to wait.
-        Starts a dial when the policy chose an endpoint without a connection, or when
-        every connection is full and the dials under way cannot cover the waiting callers.
+    def _plan(self) -> tuple[_Connection | None, _Endpoint | None, BaseException | None]:
+        """Where the next stream goes, as ``(connection, endpoint to dial, error)``.
+
+        Pure: it reads the pool's state and changes nothing but the policy's own. An
+        endpoint without a connection competes with the connections that have room (so a
+        lazy pool still spreads over its endpoints); a caller never waits for a dial while
+        another connection has room. When every connection is full, one more connection
+        is dialled if the dials under way cannot carry the callers who wait.
         """
         if self._closing:
-            return ProviderClosed("pool is closed")
-        now = anyio.current_time()
+            return None, None, ProviderClosed("pool is closed")
+        now = -math.inf  # read the clock only when a dial is considered
         per_connection = self.options.max_streams_per_connection
         ready: list[_Connection] = []
-        candidates: list[Candidate] = []
+        idle_endpoints: list[_Endpoint] = []
         connecting_room = 0
+        any_ready = False
         for record in self._endpoints.values():
             if record.removed:
                 continue
@@ -576,61 +452,45 @@ class Pool(StreamProvider):
                     live += 1
                 elif conn.state == "ready":
                     live += 1
+                    any_ready = True
                     if conn.load() < conn.limit(per_connection):
                         ready.append(conn)
-                        candidates.append(self._candidate(conn))
-            if live == 0 and self._may_dial(record, now):
-                candidates.append(
-                    Candidate(
-                        key=f"dial:{record.name}",
-                        endpoint=record.name,
-                        weight=record.spec.weight,
-                        connected=False,
-                    )
-                )
-        by_key = {str(conn.id): conn for conn in ready}
-        if candidates:
+            if live == 0:
+                if now == -math.inf:
+                    now = anyio.current_time()
+                if self._may_dial(record, now):
+                    idle_endpoints.append(record)
+        if ready and not idle_endpoints and len(ready) == 1:
+            return ready[0], None, None
+        if ready or idle_endpoints:
+            candidates = [self._candidate(conn) for conn in ready]
+            candidates += [_dial_candidate(record, 0) for record in idle_endpoints]
             picked = self.policy.pick(candidates)
             if picked.connected:
-                return by_key[picked.key]
-            self._dial(self._endpoints[picked.endpoint])
-            connecting_room += per_connection
+                return _by_key(ready, picked.key), None, None
+            dial = self._endpoints[picked.endpoint]
             if ready:
-                # do not make this caller wait for the new connection
-                return by_key[self.policy.pick([c for c in candidates if c.connected]).key]
+                # start the dial, but do not make this caller wait for it
+                picked = self.policy.pick(candidates[: len(ready)])
+                return _by_key(ready, picked.key), dial, None
+            return None, dial, None
         if connecting_room >= max(self._waiting, 1):
-            return None
+            return None, None, None
+        now = anyio.current_time()
         growable = [
             record
             for record in self._endpoints.values()
-            if not record.removed
-            and self._may_dial(record, now)
+            if self._may_dial(record, now)
             and len(record.live()) < self.options.max_connections_per_endpoint
         ]
         if growable:
             picked = self.policy.pick(
-                [
-                    Candidate(
-                        key=record.name,
-                        endpoint=record.name,
-                        weight=record.spec.weight,
-                        active_streams=len(record.live()),
-                        connected=False,
-                    )
-                    for record in growable
-                ]
+                [_dial_candidate(record, len(record.live())) for record in growable]
             )
-            self._dial(self._endpoints[picked.endpoint])
-            return None
-        if connecting_room or any(
-            conn.state == "ready"
-            for record in self._endpoints.values()
-            for conn in record.connections
-        ):
-            return None  # full, and no room to grow: wait for a stream to end
-        if not self._resolved_once:
-            return None
-        return EndpointsUnavailable(self._reasons(now))
+            return None, self._endpoints[picked.endpoint], None
+        if connecting_room or any_ready or not self._resolved_once:
+            return None, None, None  # wait for a stream to end or a dial to finish
+        return None, None, EndpointsUnavailable(self._reasons(now))
 
     def _candidate(self, conn: _Connection) -> Candidate:
         provider = conn.provider
@@ -684,9 +544,15 @@ class Pool(StreamProvider):
     def _connections(self) -> list[_Connection]:
         return [conn for record in self._endpoints.values() for conn in record.connections]
 
-    def _notify(self) -> None:
+    def _wake_waiters(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+    def _notify(self) -> None:
+        """Something changed beyond a single stream: wake the waiters and the upkeep."""
+        self._wake_waiters()
+        upkeep, self._upkeep = self._upkeep, anyio.Event()
+        upkeep.set()
 
     def _emit(self, event: ConnectionEvent) -> None:
         for callback in list(self._hooks):
@@ -841,9 +707,9 @@ class Pool(StreamProvider):
         """Keep ``min_connections`` per endpoint, retire idle and drained connections."""
         while not self._closing:
             wake = self._maintain_once(anyio.current_time())
-            changed = self._changed
+            upkeep = self._upkeep
             with anyio.move_on_after(max(wake, 0.001)):
-                await changed.wait()
+                await upkeep.wait()
 
     def _maintain_once(self, now: float) -> float:
         """One round of upkeep; returns the seconds until the next one is due."""
@@ -858,7 +724,8 @@ class Pool(StreamProvider):
                 if provider is None or conn.state == "closed":
                     continue
                 busy = provider.active_streams + conn.reserved > 0
-                if busy:
+                if busy or conn.uses != conn.seen_uses:
+                    conn.seen_uses = conn.uses
                     conn.idle_since = now
                 elif conn.state == "draining":
                     self._retire(conn, 0)
@@ -909,3 +776,20 @@ class Pool(StreamProvider):
 
     def __repr__(self) -> str:
         return f"<Pool {len(self._endpoints)} endpoints, {len(self._connections())} connections>"
+
+
+def _dial_candidate(record: _Endpoint, connections: int) -> Candidate:
+    return Candidate(
+        key=f"dial:{record.name}",
+        endpoint=record.name,
+        weight=record.spec.weight,
+        active_streams=connections,
+        connected=False,
+    )
+
+
+def _by_key(connections: list[_Connection], key: str) -> _Connection:
+    for conn in connections:
+        if str(conn.id) == key:
+            return conn
+    raise AssertionError(f"the policy picked {key!r}, which was not offered")
