@@ -19,7 +19,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -45,7 +45,8 @@ from ._pool_config import (
     PoolOverloaded,
     backoff_delay,
 )
-from .balance import Candidate, Policy, make_policy
+from ._pool_state import ConnectionRecord, EndpointRecord, PoolState
+from .balance import Policy, make_policy
 from .discovery import Resolver
 
 __all__ = [
@@ -66,62 +67,6 @@ _RECHECK = 0.05
 _CLOSE_SLACK = 2.5
 #: how many times one open is tried again on another connection after a retryable refusal
 _OPEN_RETRIES = 3
-
-
-ConnectionState = Literal["connecting", "ready", "draining", "closed"]
-_ids = itertools.count(1)
-
-
-class _Endpoint:
-    """The pool's record of one endpoint."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.spec = endpoint
-        self.name = endpoint.name
-        self.connections: list[_Connection] = []
-        self.failures = 0
-        self.last_error: str | None = None
-        self.retry_at = 0.0
-        self.removed = False
-
-    def live(self) -> list[_Connection]:
-        """Connections that count towards the limits: connecting or ready, not draining."""
-        return [conn for conn in self.connections if conn.state in ("connecting", "ready")]
-
-
-class _Connection:
-    """The pool's record of one connection, run by :meth:`Pool._run_connection`."""
-
-    def __init__(self, endpoint: _Endpoint, now: float) -> None:
-        self.id = next(_ids)
-        self.endpoint = endpoint
-        self.started = now
-        self.idle_since = now
-        self.provider: StreamProvider | None = None
-        self.state: ConnectionState = "connecting"
-        self.retire = anyio.Event()
-        self.grace: float | None = None
-        self.reserved = 0
-        # streams opened here, and the count the upkeep last saw (idle means unchanged)
-        self.uses = 0
-        self.seen_uses = 0
-        self.scope: anyio.CancelScope | None = None
-        self.group: anyio.abc.TaskGroup | None = None
-        self.forwarding = False
-
-    def refresh(self) -> None:
-        """Notice a Go Away or a dead connection between events."""
-        if self.state == "ready" and self.provider is not None and self.provider.is_closing:
-            self.state = "draining"
-
-    def load(self) -> int:
-        assert self.provider is not None
-        return self.provider.active_streams + self.reserved
-
-    def limit(self, configured: int) -> int:
-        assert self.provider is not None
-        peer = self.provider.max_streams
-        return configured if peer is None else min(configured, peer)
 
 
 class Pool(StreamProvider):
@@ -154,24 +99,21 @@ class Pool(StreamProvider):
             raise ConfigError("a resolver needs make_dialer", path="make_dialer")
         self.options = options if options is not None else PoolOptions()
         self.policy = make_policy(policy)
+        self._state = PoolState(self.options, self.policy)
         self._resolver = resolver
         self._make_dialer = make_dialer
         self._rng = rng if rng is not None else random.Random()
-        self._endpoints: dict[str, _Endpoint] = {}
         # address from the resolver -> the endpoint name its dialer gave
         self._discovered: dict[str, str] = {}
-        self._resolved_once = resolver is None
-        self._resolve_error: str | None = None
+        self._state.resolved_once = resolver is None
         for endpoint in endpoints:
             spec = endpoint if isinstance(endpoint, Endpoint) else Endpoint(dialer=endpoint)
-            if spec.name in self._endpoints:
+            if spec.name in self._state.endpoints:
                 raise ConfigError(f"endpoint {spec.name!r} is listed twice", path="endpoints")
-            self._endpoints[spec.name] = _Endpoint(spec)
+            self._state.endpoints[spec.name] = EndpointRecord(spec)
         self._group: anyio.abc.TaskGroup | None = None
         self._changed = anyio.Event()
         self._upkeep = anyio.Event()
-        self._waiting = 0
-        self._closing = False
         self._closed = anyio.Event()
         self._merged: MergedListener | None = None
         self._handler: Handler | None = None
@@ -201,11 +143,11 @@ class Pool(StreamProvider):
         return await self._group.__aexit__(exc_type, exc_val, exc_tb)
 
     async def aclose(self, *, grace: float | None = None) -> None:
-        if self._closing:
+        if self._state.closing:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SLACK):
                 await self._closed.wait()
             return
-        self._closing = True
+        self._state.closing = True
         if grace is None:
             grace = self.options.close_grace
         with anyio.CancelScope(shield=True):
@@ -226,7 +168,7 @@ class Pool(StreamProvider):
 
     @property
     def is_closing(self) -> bool:
-        return self._closing
+        return self._state.closing
 
     @property
     def active_streams(self) -> int:
@@ -250,10 +192,10 @@ class Pool(StreamProvider):
 
         :raises EndpointsUnavailable: if no connection is ready
         """
-        ready = [conn for conn in self._ready() if conn.provider is not None]
+        ready = [conn for conn in self._state.ready() if conn.provider is not None]
         if not ready:
-            raise EndpointsUnavailable(self._reasons(anyio.current_time()))
-        conn = min(ready, key=_Connection.load)
+            raise EndpointsUnavailable(self._state.reasons(anyio.current_time()))
+        conn = min(ready, key=ConnectionRecord.load)
         assert conn.provider is not None
         return await conn.provider.ping()
 
@@ -265,35 +207,35 @@ class Pool(StreamProvider):
         :raises ~streams.ConfigError: if an endpoint of that name is already there
         """
         spec = endpoint if isinstance(endpoint, Endpoint) else Endpoint(dialer=endpoint)
-        existing = self._endpoints.get(spec.name)
+        existing = self._state.endpoints.get(spec.name)
         if existing is not None and not existing.removed:
             raise ConfigError(f"endpoint {spec.name!r} is already in the pool", path="endpoints")
-        record = _Endpoint(spec)
+        record = EndpointRecord(spec)
         if existing is not None:
             # it came back while its old connections still drain: keep them in view
             record.connections = existing.connections
             for conn in record.connections:
                 conn.endpoint = record
-        self._endpoints[spec.name] = record
+        self._state.endpoints[spec.name] = record
         self._notify()
 
     def remove_endpoint(self, name: str, *, grace: float | None = None) -> None:
         """Stop sending new streams to *name* and drain its connections (their open streams
         finish within *grace*). Unknown names are ignored."""
-        record = self._endpoints.get(name)
+        record = self._state.endpoints.get(name)
         if record is None or record.removed:
             return
         record.removed = True
         for conn in record.connections:
             self._retire(conn, grace)
         if not record.connections:
-            del self._endpoints[name]
+            del self._state.endpoints[name]
         self._notify()
 
     @property
     def endpoints(self) -> list[str]:
         """The names of the endpoints taking new streams."""
-        return [name for name, record in self._endpoints.items() if not record.removed]
+        return [name for name, record in self._state.endpoints.items() if not record.removed]
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -311,49 +253,13 @@ class Pool(StreamProvider):
     def describe(self) -> dict[str, Any]:
         """The pool as plain data (for the debug view and metrics): endpoints, their
         connections, states, active streams and round-trip times."""
-        now = anyio.current_time()
-        endpoints = []
-        for record in self._endpoints.values():
-            connections = []
-            for conn in record.connections:
-                conn.refresh()
-                provider = conn.provider
-                connections.append(
-                    {
-                        "id": conn.id,
-                        "state": conn.state,
-                        "active_streams": provider.active_streams if provider else 0,
-                        "max_streams": conn.limit(self.options.max_streams_per_connection)
-                        if provider
-                        else None,
-                        "rtt": provider.rtt if provider else None,
-                        "age": now - conn.started,
-                    }
-                )
-            if record.removed:
-                state = "removed"
-            elif record.failures and now < record.retry_at:
-                state = "backoff"
-            else:
-                state = "up" if record.live() else "idle"
-            endpoints.append(
-                {
-                    "endpoint": record.name,
-                    "weight": record.spec.weight,
-                    "state": state,
-                    "failures": record.failures,
-                    "last_error": record.last_error,
-                    "retry_in": max(record.retry_at - now, 0.0) if record.failures else None,
-                    "connections": connections,
-                }
-            )
         return {
             "policy": self.policy.name,
-            "closing": self._closing,
-            "pending_opens": self._waiting,
+            "closing": self._state.closing,
+            "pending_opens": self._state.waiting,
             "active_streams": self.active_streams,
-            "resolver_error": self._resolve_error,
-            "endpoints": endpoints,
+            "resolver_error": self._state.resolve_error,
+            "endpoints": self._state.describe(anyio.current_time()),
         }
 
     # -- opening ---------------------------------------------------------------------------
@@ -383,32 +289,32 @@ class Pool(StreamProvider):
                 return await provider.open_stream(headers, wait_accept=wait_accept)
             except StreamError as exc:
                 # a Go Away or a refusal that came first: the peer processed nothing
-                if not exc.retryable or attempt >= _OPEN_RETRIES or self._closing:
+                if not exc.retryable or attempt >= _OPEN_RETRIES or self._state.closing:
                     raise
                 conn.refresh()
             finally:
                 conn.reserved -= 1
-                if self._waiting:
+                if self._state.waiting:
                     self._wake_waiters()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _take(self) -> _Connection | None:
+    def _take(self) -> ConnectionRecord | None:
         """Decide, then start the dial the decision asks for; ``None``: wait for room."""
-        use, dial, error = self._plan()
-        if dial is not None:
-            self._dial(dial)
-        if error is not None:
-            raise error
-        return use
+        plan = self._state.plan(anyio.current_time)
+        if plan.dial is not None:
+            self._dial(plan.dial)
+        if plan.error is not None:
+            raise plan.error
+        return plan.use
 
-    async def _wait_for_room(self) -> _Connection:
-        if self._waiting >= self.options.max_pending_opens:
+    async def _wait_for_room(self) -> ConnectionRecord:
+        if self._state.waiting >= self.options.max_pending_opens:
             raise PoolOverloaded(
-                f"{self._waiting} opens already wait for a connection"
+                f"{self._state.waiting} opens already wait for a connection"
                 f" (max_pending_opens={self.options.max_pending_opens})"
             )
         timeout = self.options.open_timeout
-        self._waiting += 1
+        self._state.waiting += 1
         try:
             with anyio.fail_after(timeout if timeout is not None else math.inf):
                 while True:
@@ -422,127 +328,10 @@ class Pool(StreamProvider):
         except TimeoutError:
             raise OpenTimeout(f"no connection had room for the stream within {timeout} s") from None
         finally:
-            self._waiting -= 1
+            self._state.waiting -= 1
 
-    def _plan(self) -> tuple[_Connection | None, _Endpoint | None, BaseException | None]:
-        """Where the next stream goes, as ``(connection, endpoint to dial, error)``.
-
-        Pure: it reads the pool's state and changes nothing but the policy's own. An
-        endpoint without a connection competes with the connections that have room (so a
-        lazy pool still spreads over its endpoints); a caller never waits for a dial while
-        another connection has room. When every connection is full, one more connection
-        is dialled if the dials under way cannot carry the callers who wait.
-        """
-        if self._closing:
-            return None, None, ProviderClosed("pool is closed")
-        now = -math.inf  # read the clock only when a dial is considered
-        per_connection = self.options.max_streams_per_connection
-        ready: list[_Connection] = []
-        idle_endpoints: list[_Endpoint] = []
-        connecting_room = 0
-        any_ready = False
-        for record in self._endpoints.values():
-            if record.removed:
-                continue
-            live = 0
-            for conn in record.connections:
-                conn.refresh()
-                if conn.state == "connecting":
-                    connecting_room += per_connection
-                    live += 1
-                elif conn.state == "ready":
-                    live += 1
-                    any_ready = True
-                    if conn.load() < conn.limit(per_connection):
-                        ready.append(conn)
-            if live == 0:
-                if now == -math.inf:
-                    now = anyio.current_time()
-                if self._may_dial(record, now):
-                    idle_endpoints.append(record)
-        if ready and not idle_endpoints and len(ready) == 1:
-            return ready[0], None, None
-        if ready or idle_endpoints:
-            candidates = [self._candidate(conn) for conn in ready]
-            candidates += [_dial_candidate(record, 0) for record in idle_endpoints]
-            picked = self.policy.pick(candidates)
-            if picked.connected:
-                return _by_key(ready, picked.key), None, None
-            dial = self._endpoints[picked.endpoint]
-            if ready:
-                # start the dial, but do not make this caller wait for it
-                picked = self.policy.pick(candidates[: len(ready)])
-                return _by_key(ready, picked.key), dial, None
-            return None, dial, None
-        if connecting_room >= max(self._waiting, 1):
-            return None, None, None
-        now = anyio.current_time()
-        growable = [
-            record
-            for record in self._endpoints.values()
-            if self._may_dial(record, now)
-            and len(record.live()) < self.options.max_connections_per_endpoint
-        ]
-        if growable:
-            picked = self.policy.pick(
-                [_dial_candidate(record, len(record.live())) for record in growable]
-            )
-            return None, self._endpoints[picked.endpoint], None
-        if connecting_room or any_ready or not self._resolved_once:
-            return None, None, None  # wait for a stream to end or a dial to finish
-        return None, None, EndpointsUnavailable(self._reasons(now))
-
-    def _candidate(self, conn: _Connection) -> Candidate:
-        provider = conn.provider
-        assert provider is not None
-        return Candidate(
-            key=str(conn.id),
-            endpoint=conn.endpoint.name,
-            weight=conn.endpoint.spec.weight,
-            active_streams=conn.load(),
-            rtt=provider.rtt,
-        )
-
-    def _may_dial(self, record: _Endpoint, now: float) -> bool:
-        if self._closing or record.removed or now < record.retry_at:
-            return False
-        if len(record.live()) >= self.options.max_connections_per_endpoint:
-            return False
-        limit = self.options.max_connections
-        return limit is None or self._live_count() < limit
-
-    def _live_count(self) -> int:
-        return sum(len(record.live()) for record in self._endpoints.values())
-
-    def _reasons(self, now: float) -> dict[str, str]:
-        reasons = {}
-        for record in self._endpoints.values():
-            if record.removed:
-                continue
-            if record.failures:
-                wait = max(record.retry_at - now, 0.0)
-                reasons[record.name] = (
-                    f"{record.failures} failed dials, last: {record.last_error};"
-                    f" next try in {wait:.2f} s"
-                )
-            elif self.options.max_connections is not None:
-                reasons[record.name] = "the pool is at max_connections"
-            else:
-                reasons[record.name] = "not connected"
-        if self._resolve_error is not None:
-            reasons["resolver"] = self._resolve_error
-        return reasons
-
-    def _ready(self) -> list[_Connection]:
-        found = []
-        for conn in self._connections():
-            conn.refresh()
-            if conn.state == "ready":
-                found.append(conn)
-        return found
-
-    def _connections(self) -> list[_Connection]:
-        return [conn for record in self._endpoints.values() for conn in record.connections]
+    def _connections(self) -> list[ConnectionRecord]:
+        return self._state.connections()
 
     def _wake_waiters(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
@@ -563,13 +352,13 @@ class Pool(StreamProvider):
 
     # -- running connections ---------------------------------------------------------------
 
-    def _dial(self, record: _Endpoint) -> None:
+    def _dial(self, record: EndpointRecord) -> None:
         assert self._group is not None
-        conn = _Connection(record, anyio.current_time())
+        conn = ConnectionRecord(record, anyio.current_time())
         record.connections.append(conn)
         self._group.start_soon(self._run_connection, conn)
 
-    def _retire(self, conn: _Connection, grace: float | None) -> None:
+    def _retire(self, conn: ConnectionRecord, grace: float | None) -> None:
         if conn.state in ("connecting",) and conn.scope is not None:
             conn.scope.cancel()
         if conn.state != "closed":
@@ -578,7 +367,7 @@ class Pool(StreamProvider):
                 conn.state = "draining"
             conn.retire.set()
 
-    async def _run_connection(self, conn: _Connection) -> None:
+    async def _run_connection(self, conn: ConnectionRecord) -> None:
         error: BaseException | None = None
         timeout = self.options.connect_timeout
         try:
@@ -597,7 +386,7 @@ class Pool(StreamProvider):
         finally:
             self._connection_ended(conn, error)
 
-    async def _serve_connection(self, conn: _Connection, provider: StreamProvider) -> None:
+    async def _serve_connection(self, conn: ConnectionRecord, provider: StreamProvider) -> None:
         record = conn.endpoint
         conn.provider = provider
         self.backend_name = provider.backend_name
@@ -623,18 +412,22 @@ class Pool(StreamProvider):
                 await provider.aclose(grace=conn.grace)
             group.cancel_scope.cancel()
 
-    async def _watch(self, conn: _Connection, provider: StreamProvider) -> None:
+    async def _watch(self, conn: ConnectionRecord, provider: StreamProvider) -> None:
         await provider.wait_closed()
         conn.retire.set()
 
-    def _connection_ended(self, conn: _Connection, error: BaseException | None) -> None:
+    def _connection_ended(self, conn: ConnectionRecord, error: BaseException | None) -> None:
         record = conn.endpoint
         was_open = conn.provider is not None
         conn.state = "closed"
         if conn in record.connections:
             record.connections.remove(conn)
-        if record.removed and not record.connections and self._endpoints.get(record.name) is record:
-            del self._endpoints[record.name]
+        if (
+            record.removed
+            and not record.connections
+            and self._state.endpoints.get(record.name) is record
+        ):
+            del self._state.endpoints[record.name]
         if was_open:
             failure = getattr(conn.provider, "failure", None)
             if isinstance(failure, GoingAway):
@@ -668,11 +461,11 @@ class Pool(StreamProvider):
             raise anyio.BusyResourceError("listening on")
         self._handler = handler
         merged = self._merged = MergedListener(self.options.accept_backlog)
-        if self._closing:
+        if self._state.closing:
             merged.end(ProviderClosed("pool is closed"))
         if not self._listening:
             self._listening = True
-            for conn in self._ready():
+            for conn in self._state.ready():
                 if conn.group is not None and conn.provider is not None and not conn.forwarding:
                     conn.forwarding = True
                     conn.group.start_soon(self._forward, conn.provider)
@@ -705,61 +498,35 @@ class Pool(StreamProvider):
 
     async def _maintain(self) -> None:
         """Keep ``min_connections`` per endpoint, retire idle and drained connections."""
-        while not self._closing:
+        while not self._state.closing:
             wake = self._maintain_once(anyio.current_time())
             upkeep = self._upkeep
             with anyio.move_on_after(max(wake, 0.001)):
                 await upkeep.wait()
 
     def _maintain_once(self, now: float) -> float:
-        """One round of upkeep; returns the seconds until the next one is due."""
-        options = self.options
-        wake = 1.0 if options.idle_timeout is None else min(options.idle_timeout / 2, 1.0)
-        for record in list(self._endpoints.values()):
-            if record.removed:
-                continue
-            for conn in list(record.connections):
-                conn.refresh()
-                provider = conn.provider
-                if provider is None or conn.state == "closed":
-                    continue
-                busy = provider.active_streams + conn.reserved > 0
-                if busy or conn.uses != conn.seen_uses:
-                    conn.seen_uses = conn.uses
-                    conn.idle_since = now
-                elif conn.state == "draining":
-                    self._retire(conn, 0)
-            ready = [conn for conn in record.connections if conn.state == "ready"]
-            if options.idle_timeout is not None:
-                idle = sorted(
-                    (c for c in ready if c.provider is not None and c.load() == 0),
-                    key=lambda c: c.idle_since,
-                )
-                for conn in idle:
-                    if len(record.live()) <= options.min_connections:
-                        break
-                    if now - conn.idle_since >= options.idle_timeout:
-                        self._retire(conn, 0)
-            while len(record.live()) < options.min_connections and self._may_dial(record, now):
-                self._dial(record)
-            if len(record.live()) < options.min_connections and record.retry_at > now:
-                wake = min(wake, record.retry_at - now)
-        return wake
+        """Apply one round of upkeep; returns the seconds until the next one is due."""
+        upkeep = self._state.upkeep(now)
+        for conn in upkeep.retire:
+            self._retire(conn, 0)
+        for record in upkeep.dial:
+            self._dial(record)
+        return upkeep.wake
 
     async def _resolve_loop(self) -> None:
         assert self._resolver is not None
         assert self._make_dialer is not None
-        while not self._closing:
+        while not self._state.closing:
             try:
                 addresses = await self._resolver.resolve()
             except Exception as exc:
                 # a failed lookup keeps the last known set
-                self._resolve_error = str(exc) or type(exc).__name__
+                self._state.resolve_error = str(exc) or type(exc).__name__
                 logger.warning("resolving endpoints failed, keeping the last set: %s", exc)
             else:
-                self._resolve_error = None
+                self._state.resolve_error = None
                 self._apply_resolved(addresses)
-            self._resolved_once = True
+            self._state.resolved_once = True
             self._notify()
             await anyio.sleep(self.options.resolve_interval)
 
@@ -768,28 +535,13 @@ class Pool(StreamProvider):
         for address in sorted(addresses - self._discovered.keys()):
             dialer = self._make_dialer(address)
             self._discovered[address] = dialer.endpoint
-            record = self._endpoints.get(dialer.endpoint)
+            record = self._state.endpoints.get(dialer.endpoint)
             if record is None or record.removed:
                 self.add_endpoint(Endpoint(dialer=dialer))
         for address in sorted(self._discovered.keys() - addresses):
             self.remove_endpoint(self._discovered.pop(address))
 
     def __repr__(self) -> str:
-        return f"<Pool {len(self._endpoints)} endpoints, {len(self._connections())} connections>"
-
-
-def _dial_candidate(record: _Endpoint, connections: int) -> Candidate:
-    return Candidate(
-        key=f"dial:{record.name}",
-        endpoint=record.name,
-        weight=record.spec.weight,
-        active_streams=connections,
-        connected=False,
-    )
-
-
-def _by_key(connections: list[_Connection], key: str) -> _Connection:
-    for conn in connections:
-        if str(conn.id) == key:
-            return conn
-    raise AssertionError(f"the policy picked {key!r}, which was not offered")
+        return (
+            f"<Pool {len(self._state.endpoints)} endpoints, {len(self._connections())} connections>"
+        )
