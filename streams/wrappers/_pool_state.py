@@ -71,9 +71,15 @@ class ConnectionRecord:
             self.state = "draining"
 
     def load(self) -> int:
-        """Streams open here plus opens under way."""
+        """Streams open here, counting opens under way.
+
+        A provider built on ``MuxProvider`` counts a stream from the first step of
+        ``open_stream``, so adding the opens under way would count them twice and make the
+        pool grow early; the larger of the two still covers a provider that counts late.
+        """
         assert self.provider is not None
-        return self.provider.active_streams + self.reserved
+        active = self.provider.active_streams
+        return active if active >= self.reserved else self.reserved
 
     def limit(self, configured: int) -> int:
         """The stream limit: the configured one, or the peer's if lower."""

@@ -353,7 +353,8 @@ class Pool(StreamProvider):
     # -- running connections ---------------------------------------------------------------
 
     def _dial(self, record: EndpointRecord) -> None:
-        assert self._group is not None
+        if self._group is None:
+            raise RuntimeError("a Pool must be used as 'async with pool:'")
         conn = ConnectionRecord(record, anyio.current_time())
         record.connections.append(conn)
         self._group.start_soon(self._run_connection, conn)

@@ -331,3 +331,9 @@ def test_options_validate_themselves() -> None:
         Endpoint(dialer=dial("memory:x"), weight=0)
     with pytest.raises(ConfigError, match="make_dialer"):
         Pool(resolver=StaticResolver())
+
+
+async def test_a_pool_outside_its_block_says_how_to_use_it() -> None:
+    pool = Pool([dial("memory:nowhere")])
+    with pytest.raises(RuntimeError, match="async with pool"):
+        await pool.open_stream()
