@@ -116,12 +116,19 @@ async def compare(
     pooled: list[float] = []
     options = PoolOptions(min_connections=1, idle_timeout=None)
 
+    async def warm_up(provider: StreamProvider) -> None:
+        # one stream first, so that neither side's timing includes dialling
+        stream = await provider.open_stream()
+        await stream.aclose()
+
     async def unwrapped() -> None:
         async with backend.connect(address) as provider:
+            await warm_up(provider)
             plain.append(await measure(provider))
 
     async def through_pool() -> None:
         async with Pool([backend.dialer(address)], options=options) as pool:
+            await warm_up(pool)
             pooled.append(await measure(pool))
 
     for index in range(rounds):

@@ -170,15 +170,25 @@ class PoolState:
                 continue
             live = 0
             for conn in record.connections:
-                conn.refresh()
-                if conn.state == "connecting":
-                    connecting_room += per_connection
-                    live += 1
-                elif conn.state == "ready":
+                state = conn.state
+                if state == "ready":
+                    # refresh(), load() and limit() inlined: this runs on every open
+                    provider = conn.provider
+                    assert provider is not None
+                    if provider.is_closing:
+                        conn.state = "draining"
+                        continue
                     live += 1
                     any_ready = True
-                    if conn.load() < conn.limit(per_connection):
+                    load = provider.active_streams
+                    if load < conn.reserved:
+                        load = conn.reserved
+                    peer = provider.max_streams
+                    if load < (per_connection if peer is None else min(peer, per_connection)):
                         ready.append(conn)
+                elif state == "connecting":
+                    connecting_room += per_connection
+                    live += 1
             if live == 0:
                 if now == -math.inf:
                     now = clock()
