@@ -102,6 +102,11 @@ class PoolOptions:
     close_grace: float = 5.0
     #: how often the resolver is asked again
     resolve_interval: float = 30.0
+    #: ping each connection this often, to measure its round-trip time (the policies'
+    #: tie breaker) and to find connections that died silently (``None``: never)
+    ping_interval: float | None = None
+    #: a connection that does not answer a ping within this is closed as dead
+    ping_timeout: float = 10.0
     #: streams from the remote sides queued for :meth:`Listener.accept`
     accept_backlog: int = 1024
 
@@ -132,6 +137,8 @@ class PoolOptions:
         positive("connect_timeout", self.connect_timeout)
         positive("backoff_initial", self.backoff_initial)
         positive("resolve_interval", self.resolve_interval)
+        positive("ping_interval", self.ping_interval, allow_none=True)
+        positive("ping_timeout", self.ping_timeout)
         if self.backoff_max < self.backoff_initial:
             raise ConfigError("must be at least backoff_initial", path="backoff_max")
         if self.backoff_multiplier < 1:

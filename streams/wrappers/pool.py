@@ -405,6 +405,8 @@ class Pool(StreamProvider):
                 conn.forwarding = True
                 group.start_soon(self._forward, provider)
             group.start_soon(self._watch, conn, provider)
+            if self.options.ping_interval is not None:
+                group.start_soon(self._keepalive, conn, provider, self.options.ping_interval)
             await conn.retire.wait()
             if conn.state != "closed":
                 conn.state = "draining"
@@ -412,6 +414,29 @@ class Pool(StreamProvider):
             with anyio.CancelScope(shield=True):
                 await provider.aclose(grace=conn.grace)
             group.cancel_scope.cancel()
+
+    async def _keepalive(
+        self, conn: ConnectionRecord, provider: StreamProvider, interval: float
+    ) -> None:
+        timeout = self.options.ping_timeout
+        while True:
+            await anyio.sleep(interval)
+            try:
+                with anyio.fail_after(timeout):
+                    await provider.ping()
+            except NotImplementedError:
+                return  # the protocol has no ping: the rtt stays unknown
+            except TimeoutError:
+                logger.warning(
+                    "connection %s to %s did not answer a ping within %s s; closing it",
+                    conn.id,
+                    conn.endpoint.name,
+                    timeout,
+                )
+                self._retire(conn, 0)
+                return
+            except Exception:
+                return  # the connection is ending; _watch sees it
 
     async def _watch(self, conn: ConnectionRecord, provider: StreamProvider) -> None:
         await provider.wait_closed()

@@ -337,3 +337,26 @@ async def test_a_pool_outside_its_block_says_how_to_use_it() -> None:
     pool = Pool([dial("memory:nowhere")])
     with pytest.raises(RuntimeError, match="async with pool"):
         await pool.open_stream()
+
+
+async def test_pings_measure_the_rtt_and_close_a_connection_that_stops_answering() -> None:
+    address = unique("ping")
+    options = PoolOptions(min_connections=1, ping_interval=0.02, ping_timeout=0.1)
+    with anyio.fail_after(10):
+        async with farm(address), Pool([dial(address)], options=options) as pool:
+            await wait_for(lambda: connections(pool)[address] == 1)
+            (conn,) = pool._state.connections()
+            provider = conn.provider
+            assert isinstance(provider, memory.MemoryProvider)
+            await wait_for(lambda: pool.rtt is not None)
+            assert pool.describe()["endpoints"][0]["connections"][0]["rtt"] == 0.0
+
+            async def silent() -> float:
+                await anyio.sleep_forever()
+                raise AssertionError
+
+            provider.ping = silent  # type: ignore[method-assign]
+            # the silent connection is closed, and the minimum is restored with a new one
+            await wait_for(lambda: conn.state == "closed")
+            await wait_for(lambda: connections(pool)[address] == 1)
+            assert pool._state.connections()[0] is not conn
