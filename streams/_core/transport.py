@@ -279,10 +279,19 @@ class OutboundBuffer:
                 chunks, self._chunks = self._chunks, []
                 self.queued = 0
                 self._has_data = anyio.Event()
+                if self._closing:
+                    # close() set the event just replaced: keep its wake-up
+                    self._has_data.set()
                 data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
                 self._drained.set()
                 await self._stream.send(data)
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        except (
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            # anyio's TLS stream raises this from send() once the peer has closed
+            anyio.EndOfStream,
+        ) as exc:
             self.error = exc
             self._drained.set()
             on_error(exc)

@@ -37,6 +37,7 @@ from .._core.errors import (
 )
 from .._core.headers import Headers, HeadersLike
 from .._core.server import MergedListener
+from .._core.tasks import TaskHost
 from ._pool_config import (
     ConnectionEvent,
     Endpoint,
@@ -119,12 +120,14 @@ class Pool(StreamProvider):
         self._handler: Handler | None = None
         self._listening = False
         self._hooks: list[Callable[[ConnectionEvent], None]] = []
+        self._host: TaskHost | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        group = anyio.create_task_group()
-        await group.__aenter__()
+        # hosted in a task of its own: closing the pool must not cancel the caller's block
+        self._host = TaskHost()
+        group = await self._host.__aenter__()
         self._group = group
         group.start_soon(self._maintain)
         if self._resolver is not None:
@@ -138,9 +141,8 @@ class Pool(StreamProvider):
         exc_tb: TracebackType | None,
     ) -> bool | None:
         await self.aclose()
-        assert self._group is not None
-        self._group.cancel_scope.cancel()
-        return await self._group.__aexit__(exc_type, exc_val, exc_tb)
+        assert self._host is not None
+        return await self._host.__aexit__(exc_type, exc_val, exc_tb)
 
     async def aclose(self, *, grace: float | None = None) -> None:
         if self._state.closing:
@@ -160,8 +162,8 @@ class Pool(StreamProvider):
             if self._merged is not None:
                 self._merged.end(ProviderClosed("pool is closed"))
             self._closed.set()
-            if self._group is not None:
-                self._group.cancel_scope.cancel()
+            if self._host is not None:
+                self._host.cancel()
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
