@@ -545,8 +545,14 @@ class Pool(StreamProvider):
         assert self._resolver is not None
         assert self._make_dialer is not None
         while not self._state.closing:
+            # a resolver that hangs must not hold the pool's view of the service forever
+            bound = max(self.options.resolve_interval, 1.0)
             try:
-                addresses = await self._resolver.resolve()
+                with anyio.fail_after(bound):
+                    addresses = await self._resolver.resolve()
+            except TimeoutError:
+                self._state.resolve_error = f"the resolver did not answer within {bound} s"
+                logger.warning("resolving endpoints timed out, keeping the last set")
             except Exception as exc:
                 # a failed lookup keeps the last known set
                 self._state.resolve_error = str(exc) or type(exc).__name__
