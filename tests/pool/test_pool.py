@@ -360,3 +360,23 @@ async def test_pings_measure_the_rtt_and_close_a_connection_that_stops_answering
             await wait_for(lambda: conn.state == "closed")
             await wait_for(lambda: connections(pool)[address] == 1)
             assert pool._state.connections()[0] is not conn
+
+
+async def test_every_endpoint_down_is_one_error_naming_each_and_why() -> None:
+    a, b = unique("down-a"), unique("down-b")
+    events: list[ConnectionEvent] = []
+    with anyio.fail_after(10):
+        async with Pool([dial(a), dial(b)]) as pool:
+            pool.subscribe(events.append)
+            with pytest.raises(EndpointsUnavailable) as caught:
+                await pool.open_stream()
+            # while both back off, the next open fails at once, without a dial
+            dials = len(events)
+            with pytest.raises(EndpointsUnavailable):
+                await pool.open_stream()
+            assert len(events) == dials
+    assert set(caught.value.reasons) == {a, b}
+    for address in (a, b):
+        assert f"{address}: 1 failed dials, last: nothing listens on {address}" in str(caught.value)
+    assert caught.value.retryable
+    assert [event.kind for event in events] == ["failed", "failed"]
