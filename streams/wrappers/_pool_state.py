@@ -34,7 +34,11 @@ class EndpointRecord:
         self.spec = endpoint
         self.name = endpoint.name
         self.connections: list[ConnectionRecord] = []
+        #: failed dials in a row (the backoff grows with it; a successful dial resets it)
         self.failures = 0
+        #: connections opened, and dials or connections that failed, since the start
+        self.opened = 0
+        self.failures_total = 0
         self.last_error: str | None = None
         self.retry_at = 0.0
         self.removed = False
@@ -317,15 +321,22 @@ class PoolState:
                 state = "backoff"
             else:
                 state = "up" if record.live() else "idle"
+            rtts = [c["rtt"] for c in connections if c["rtt"] is not None]
             endpoints.append(
                 {
                     "endpoint": record.name,
                     "weight": record.spec.weight,
                     "state": state,
-                    "failures": record.failures,
+                    # the keys streams.wrappers.metrics turns into metrics
+                    "connections": sum(1 for c in connections if c["state"] != "connecting"),
+                    "connections_opened": record.opened,
+                    "connection_failures": record.failures_total,
+                    "active_streams": sum(c["active_streams"] for c in connections),
+                    "rtt": min(rtts) if rtts else None,
+                    "consecutive_failures": record.failures,
                     "last_error": record.last_error,
                     "retry_in": max(record.retry_at - now, 0.0) if record.failures else None,
-                    "connections": connections,
+                    "connection_list": connections,
                 }
             )
         return endpoints

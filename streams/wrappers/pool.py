@@ -397,6 +397,7 @@ class Pool(StreamProvider):
             conn.state = "ready"
         conn.idle_since = anyio.current_time()
         record.failures = 0
+        record.opened += 1
         record.last_error = None
         record.retry_at = 0.0
         self._emit(ConnectionEvent(kind="opened", endpoint=record.name, connection=conn.id))
@@ -460,6 +461,8 @@ class Pool(StreamProvider):
             failure = getattr(conn.provider, "failure", None)
             if isinstance(failure, GoingAway):
                 failure = None
+            if failure is not None:
+                record.failures_total += 1
             self._emit(
                 ConnectionEvent(
                     kind="closed", endpoint=record.name, connection=conn.id, error=failure or error
@@ -467,6 +470,7 @@ class Pool(StreamProvider):
             )
         elif error is not None:
             record.failures += 1
+            record.failures_total += 1
             record.last_error = str(error) or type(error).__name__
             delay = backoff_delay(record.failures, self.options, self._rng)
             record.retry_at = anyio.current_time() + delay
