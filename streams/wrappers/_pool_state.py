@@ -301,10 +301,17 @@ class PoolState:
         endpoints = []
         limit = self.options.max_streams_per_connection
         for record in self.endpoints.values():
-            connections = []
+            connections: list[dict[str, Any]] = []
+            open_now = streams = 0
+            rtts: list[float] = []
             for conn in record.connections:
                 conn.refresh()
                 provider = conn.provider
+                if provider is not None:
+                    open_now += 1
+                    streams += provider.active_streams
+                    if provider.rtt is not None:
+                        rtts.append(provider.rtt)
                 connections.append(
                     {
                         "id": conn.id,
@@ -321,17 +328,16 @@ class PoolState:
                 state = "backoff"
             else:
                 state = "up" if record.live() else "idle"
-            rtts = [c["rtt"] for c in connections if c["rtt"] is not None]
             endpoints.append(
                 {
                     "endpoint": record.name,
                     "weight": record.spec.weight,
                     "state": state,
                     # the keys streams.wrappers.metrics turns into metrics
-                    "connections": sum(1 for c in connections if c["state"] != "connecting"),
+                    "connections": open_now,
                     "connections_opened": record.opened,
                     "connection_failures": record.failures_total,
-                    "active_streams": sum(c["active_streams"] for c in connections),
+                    "active_streams": streams,
                     "rtt": min(rtts) if rtts else None,
                     "consecutive_failures": record.failures,
                     "last_error": record.last_error,
