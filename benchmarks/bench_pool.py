@@ -1,11 +1,12 @@
 """What the pool costs: open-echo-close rate and bulk throughput through a :class:`Pool`
-against the same backend unwrapped, measured in one run, rounds interleaved.
+against the same backend unwrapped, measured in one run as back-to-back sample pairs.
 
     python -m benchmarks.bench_pool [--json] [--loop asyncio|uvloop|trio] [--rounds N]
 
 The memory backend always runs; the framer over TCP on loopback runs too when
-``streams.backends.framer`` is installed. The figure that matters is the ratio: the pool's
-rate over the unwrapped rate in the same process, best round of each.
+``streams.backends.framer`` is installed. The figure that matters is the ratio: the median
+over the pairs of the pool's rate divided by the unwrapped rate (1.0: the pool costs
+nothing; 0.95: it costs 5 percent).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,17 +37,15 @@ CHUNK = b"b" * 65536
 
 @dataclass
 class Result:
-    """One scenario on one backend."""
+    """One scenario on one backend: the median of each side's samples, and the median of
+    the per-pair ratios (pool over unwrapped)."""
 
     backend: str
     scenario: str
     unit: str
     baseline: float
     pool: float
-
-    @property
-    def ratio(self) -> float:
-        return self.pool / self.baseline if self.baseline else 0.0
+    ratio: float
 
 
 async def serve_stream(stream: Stream) -> None:
@@ -110,33 +110,36 @@ Measure = Callable[[StreamProvider], Awaitable[float]]
 
 async def compare(
     backend: Backend, address: str, measure: Measure, rounds: int
-) -> tuple[float, float]:
-    """Best of *rounds* for the backend alone and through the pool, interleaved."""
+) -> tuple[float, float, float]:
+    """Measure the backend alone and through the pool in *rounds* back-to-back pairs, on
+    one connection each; medians of each side and of the per-pair ratios.
+
+    Pairing short samples and taking medians keeps bursts of other load on the machine
+    from landing on one side only.
+    """
     plain: list[float] = []
     pooled: list[float] = []
+    ratios: list[float] = []
     options = PoolOptions(min_connections=1, idle_timeout=None)
-
-    async def warm_up(provider: StreamProvider) -> None:
-        # one stream first, so that neither side's timing includes dialling
-        stream = await provider.open_stream()
-        await stream.aclose()
-
-    async def unwrapped() -> None:
-        async with backend.connect(address) as provider:
-            await warm_up(provider)
-            plain.append(await measure(provider))
-
-    async def through_pool() -> None:
-        async with Pool([backend.dialer(address)], options=options) as pool:
-            await warm_up(pool)
-            pooled.append(await measure(pool))
-
-    for index in range(rounds):
-        # alternate which goes first, so warm-up and heap growth favour neither
-        first, second = (unwrapped, through_pool) if index % 2 == 0 else (through_pool, unwrapped)
-        await first()
-        await second()
-    return max(plain), max(pooled)
+    async with (
+        backend.connect(address) as provider,
+        Pool([backend.dialer(address)], options=options) as pool,
+    ):
+        for side in (provider, pool):
+            # one stream first, so that neither side's timing includes dialling
+            await (await side.open_stream()).aclose()
+        for index in range(rounds):
+            # alternate which goes first, so that neither is always the warmer one
+            if index % 2 == 0:
+                a = await measure(provider)
+                b = await measure(pool)
+            else:
+                b = await measure(pool)
+                a = await measure(provider)
+            plain.append(a)
+            pooled.append(b)
+            ratios.append(b / a)
+    return statistics.median(plain), statistics.median(pooled), statistics.median(ratios)
 
 
 def backends() -> list[tuple[Backend, str]]:
@@ -175,8 +178,8 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 ),
             ]
             for name, unit, measure in scenarios:
-                baseline, pooled = await compare(backend, where, measure, args.rounds)
-                results.append(Result(backend.name, name, unit, baseline, pooled))
+                baseline, pooled, ratio = await compare(backend, where, measure, args.rounds)
+                results.append(Result(backend.name, name, unit, baseline, pooled, ratio))
     return results
 
 
@@ -197,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pool", description=__doc__)
     add_loop_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each (best is kept)")
-    parser.add_argument("--streams", type=int, default=2000, help="streams per round")
+    parser.add_argument("--rounds", type=int, default=21, help="sample pairs per scenario")
+    parser.add_argument("--streams", type=int, default=500, help="streams per sample")
     parser.add_argument("--workers", type=int, default=16, help="concurrent openers")
-    parser.add_argument("--bulk-mb", type=int, default=512, help="megabytes in the bulk run")
+    parser.add_argument("--bulk-mb", type=int, default=64, help="megabytes per bulk sample")
     args = parser.parse_args(argv)
     collected: list[Result] = []
 
@@ -210,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
 
     code = run_async(body, args.loop)
     if args.json:
-        rows: list[dict[str, Any]] = [
-            dict(asdict(r), ratio=r.ratio, loop=args.loop) for r in collected
-        ]
+        rows: list[dict[str, Any]] = [dict(asdict(r), loop=args.loop) for r in collected]
         json.dump(rows, sys.stdout, indent=2)
         print()
     else:
