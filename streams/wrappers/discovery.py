@@ -20,7 +20,7 @@ from .._core.errors import ConfigError, StreamError
 __all__ = ["DNSResolver", "ResolveError", "Resolver", "StaticResolver"]
 
 
-class ResolveError(StreamError, OSError):
+class ResolveError(StreamError):
     """A lookup failed; the pool keeps the addresses it knew before.
 
     :ivar name: what was looked up

@@ -18,9 +18,8 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -39,7 +38,16 @@ from .._core.errors import (
 from .._core.headers import Headers, HeadersLike
 from .._core.server import MergedListener
 from .._core.tasks import TaskHost
-from .balance import Candidate, Policy, make_policy
+from ._pool_config import (
+    ConnectionEvent,
+    Endpoint,
+    EndpointsUnavailable,
+    PoolOptions,
+    PoolOverloaded,
+    backoff_delay,
+)
+from ._pool_state import ConnectionRecord, EndpointRecord, PoolState
+from .balance import Policy, make_policy
 from .discovery import Resolver
 
 __all__ = [
@@ -60,200 +68,6 @@ _RECHECK = 0.05
 _CLOSE_SLACK = 2.5
 #: how many times one open is tried again on another connection after a retryable refusal
 _OPEN_RETRIES = 3
-
-
-class PoolOverloaded(StreamError, anyio.WouldBlock):
-    """Too many callers wait for a connection; this one was turned away at once.
-
-    Nothing was sent, so it is safe to retry (``retryable`` is ``True``).
-    """
-
-    retryable = True
-
-
-class EndpointsUnavailable(ConnectionLost):
-    """No endpoint can take a stream now.
-
-    :ivar reasons: each endpoint and why it is unavailable
-    """
-
-    def __init__(self, reasons: dict[str, str]) -> None:
-        if reasons:
-            detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
-        else:
-            detail = "the pool has no endpoints"
-        super().__init__(f"no endpoint is available ({detail})", retryable=True)
-        self.reasons = dict(reasons)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """One place the pool connects to."""
-
-    #: makes one more connection to it
-    dialer: Dialer
-    #: share of the streams under weighted policies (relative to the other endpoints)
-    weight: int = 1
-
-    def __post_init__(self) -> None:
-        if self.weight < 1:
-            raise ConfigError("must be at least 1", path="weight")
-
-    @property
-    def name(self) -> str:
-        """The dialer's endpoint, for labels and errors."""
-        return self.dialer.endpoint
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PoolOptions:
-    """How a pool grows, shrinks, waits and recovers. Times are in seconds."""
-
-    #: connections kept open to each endpoint even when idle (0: dial on demand)
-    min_connections: int = 0
-    #: connections to one endpoint at most (draining ones not counted)
-    max_connections_per_endpoint: int = 8
-    #: connections in total at most (``None``: no total limit)
-    max_connections: int | None = None
-    #: streams one connection carries at most; the peer's own limit applies too
-    max_streams_per_connection: int = 100
-    #: a connection with no stream for this long is closed, above ``min_connections``
-    #: (``None``: never)
-    idle_timeout: float | None = 60.0
-    #: callers waiting for a connection at most; more get :class:`PoolOverloaded`
-    max_pending_opens: int = 1024
-    #: how long :meth:`Pool.open_stream` may take in all, waiting included (``None``:
-    #: only the connection's own open timeout)
-    open_timeout: float | None = 30.0
-    #: how long one dial may take
-    connect_timeout: float = 10.0
-    #: the wait after the first failed dial to an endpoint
-    backoff_initial: float = 0.1
-    #: the longest wait between dials to a failing endpoint
-    backoff_max: float = 30.0
-    #: how much the wait grows with each further failure
-    backoff_multiplier: float = 2.0
-    #: the wait varies randomly by up to this fraction either way, so that many clients
-    #: do not dial in step
-    backoff_jitter: float = 0.2
-    #: how long open streams may finish when the pool closes or retires a connection
-    close_grace: float = 5.0
-    #: how often the resolver is asked again
-    resolve_interval: float = 30.0
-    #: streams from the remote sides queued for :meth:`Listener.accept`
-    accept_backlog: int = 1024
-
-    def __post_init__(self) -> None:
-        def positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-            if value is None and allow_none:
-                return
-            if value is None or value <= 0:
-                raise ConfigError("must be positive", path=name)
-
-        if self.min_connections < 0:
-            raise ConfigError("must not be negative", path="min_connections")
-        if self.max_connections_per_endpoint < max(self.min_connections, 1):
-            raise ConfigError(
-                "must be at least 1 and at least min_connections",
-                path="max_connections_per_endpoint",
-            )
-        if self.max_connections is not None and self.max_connections < 1:
-            raise ConfigError("must be at least 1", path="max_connections")
-        if self.max_streams_per_connection < 1:
-            raise ConfigError("must be at least 1", path="max_streams_per_connection")
-        if self.max_pending_opens < 0:
-            raise ConfigError("must not be negative", path="max_pending_opens")
-        if self.accept_backlog < 1:
-            raise ConfigError("must be at least 1", path="accept_backlog")
-        positive("idle_timeout", self.idle_timeout, allow_none=True)
-        positive("open_timeout", self.open_timeout, allow_none=True)
-        positive("connect_timeout", self.connect_timeout)
-        positive("backoff_initial", self.backoff_initial)
-        positive("resolve_interval", self.resolve_interval)
-        if self.backoff_max < self.backoff_initial:
-            raise ConfigError("must be at least backoff_initial", path="backoff_max")
-        if self.backoff_multiplier < 1:
-            raise ConfigError("must be at least 1", path="backoff_multiplier")
-        if not 0 <= self.backoff_jitter < 1:
-            raise ConfigError("must be in [0, 1)", path="backoff_jitter")
-        if self.close_grace < 0:
-            raise ConfigError("must not be negative", path="close_grace")
-
-
-def backoff_delay(failures: int, options: PoolOptions, rng: random.Random) -> float:
-    """The wait before dialling an endpoint again after *failures* failed dials in a row:
-    exponential, capped, with jitter (gRPC's connection backoff)."""
-    exponent = min(max(failures - 1, 0), 64)
-    base = min(options.backoff_max, options.backoff_initial * options.backoff_multiplier**exponent)
-    jitter = options.backoff_jitter
-    return base * rng.uniform(1 - jitter, 1 + jitter)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ConnectionEvent:
-    """What the pool's event hook receives."""
-
-    #: ``opened``, ``closed`` (a connection that was open ended) or ``failed`` (a dial)
-    kind: Literal["opened", "closed", "failed"]
-    #: the endpoint's name
-    endpoint: str
-    #: the pool's id of the connection
-    connection: int
-    #: why it closed or failed, when it was an error
-    error: BaseException | None = None
-
-
-ConnectionState = Literal["connecting", "ready", "draining", "closed"]
-_ids = itertools.count(1)
-
-
-class _Endpoint:
-    """The pool's record of one endpoint."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.spec = endpoint
-        self.name = endpoint.name
-        self.connections: list[_Connection] = []
-        self.failures = 0
-        self.last_error: str | None = None
-        self.retry_at = 0.0
-        self.removed = False
-
-    def live(self) -> list[_Connection]:
-        """Connections that count towards the limits: connecting or ready, not draining."""
-        return [conn for conn in self.connections if conn.state in ("connecting", "ready")]
-
-
-class _Connection:
-    """The pool's record of one connection, run by :meth:`Pool._run_connection`."""
-
-    def __init__(self, endpoint: _Endpoint, now: float) -> None:
-        self.id = next(_ids)
-        self.endpoint = endpoint
-        self.started = now
-        self.idle_since = now
-        self.provider: StreamProvider | None = None
-        self.state: ConnectionState = "connecting"
-        self.retire = anyio.Event()
-        self.grace: float | None = None
-        self.reserved = 0
-        self.scope: anyio.CancelScope | None = None
-        self.group: anyio.abc.TaskGroup | None = None
-        self.forwarding = False
-
-    def refresh(self) -> None:
-        """Notice a Go Away or a dead connection between events."""
-        if self.state == "ready" and self.provider is not None and self.provider.is_closing:
-            self.state = "draining"
-
-    def load(self) -> int:
-        assert self.provider is not None
-        return self.provider.active_streams + self.reserved
-
-    def limit(self, configured: int) -> int:
-        assert self.provider is not None
-        peer = self.provider.max_streams
-        return configured if peer is None else min(configured, peer)
 
 
 class Pool(StreamProvider):
@@ -286,23 +100,21 @@ class Pool(StreamProvider):
             raise ConfigError("a resolver needs make_dialer", path="make_dialer")
         self.options = options if options is not None else PoolOptions()
         self.policy = make_policy(policy)
+        self._state = PoolState(self.options, self.policy)
         self._resolver = resolver
         self._make_dialer = make_dialer
         self._rng = rng if rng is not None else random.Random()
-        self._endpoints: dict[str, _Endpoint] = {}
         # address from the resolver -> the endpoint name its dialer gave
         self._discovered: dict[str, str] = {}
-        self._resolved_once = resolver is None
-        self._resolve_error: str | None = None
+        self._state.resolved_once = resolver is None
         for endpoint in endpoints:
             spec = endpoint if isinstance(endpoint, Endpoint) else Endpoint(dialer=endpoint)
-            if spec.name in self._endpoints:
+            if spec.name in self._state.endpoints:
                 raise ConfigError(f"endpoint {spec.name!r} is listed twice", path="endpoints")
-            self._endpoints[spec.name] = _Endpoint(spec)
+            self._state.endpoints[spec.name] = EndpointRecord(spec)
         self._group: anyio.abc.TaskGroup | None = None
         self._changed = anyio.Event()
-        self._waiting = 0
-        self._closing = False
+        self._upkeep = anyio.Event()
         self._closed = anyio.Event()
         self._merged: MergedListener | None = None
         self._handler: Handler | None = None
@@ -333,11 +145,11 @@ class Pool(StreamProvider):
         return await self._host.__aexit__(exc_type, exc_val, exc_tb)
 
     async def aclose(self, *, grace: float | None = None) -> None:
-        if self._closing:
+        if self._state.closing:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_SLACK):
                 await self._closed.wait()
             return
-        self._closing = True
+        self._state.closing = True
         if grace is None:
             grace = self.options.close_grace
         with anyio.CancelScope(shield=True):
@@ -358,7 +170,7 @@ class Pool(StreamProvider):
 
     @property
     def is_closing(self) -> bool:
-        return self._closing
+        return self._state.closing
 
     @property
     def active_streams(self) -> int:
@@ -384,11 +196,13 @@ class Pool(StreamProvider):
 
         :raises EndpointsUnavailable: if every endpoint is down
         """
-        if self._closing:
-            raise ProviderClosed("pool is closed")
-        conn = await self._acquire()
-        assert conn.provider is not None
-        return await conn.provider.ping()
+        conn = self._take()
+        if conn is None:
+            conn = await self._wait_for_room()
+        provider = conn.provider
+        assert provider is not None
+        rtt: float = await provider.ping()
+        return rtt
 
     # -- endpoints -------------------------------------------------------------------------
 
@@ -398,35 +212,35 @@ class Pool(StreamProvider):
         :raises ~streams.ConfigError: if an endpoint of that name is already there
         """
         spec = endpoint if isinstance(endpoint, Endpoint) else Endpoint(dialer=endpoint)
-        existing = self._endpoints.get(spec.name)
+        existing = self._state.endpoints.get(spec.name)
         if existing is not None and not existing.removed:
             raise ConfigError(f"endpoint {spec.name!r} is already in the pool", path="endpoints")
-        record = _Endpoint(spec)
+        record = EndpointRecord(spec)
         if existing is not None:
             # it came back while its old connections still drain: keep them in view
             record.connections = existing.connections
             for conn in record.connections:
                 conn.endpoint = record
-        self._endpoints[spec.name] = record
+        self._state.endpoints[spec.name] = record
         self._notify()
 
     def remove_endpoint(self, name: str, *, grace: float | None = None) -> None:
         """Stop sending new streams to *name* and drain its connections (their open streams
         finish within *grace*). Unknown names are ignored."""
-        record = self._endpoints.get(name)
+        record = self._state.endpoints.get(name)
         if record is None or record.removed:
             return
         record.removed = True
         for conn in record.connections:
             self._retire(conn, grace)
         if not record.connections:
-            del self._endpoints[name]
+            del self._state.endpoints[name]
         self._notify()
 
     @property
     def endpoints(self) -> list[str]:
         """The names of the endpoints taking new streams."""
-        return [name for name, record in self._endpoints.items() if not record.removed]
+        return [name for name, record in self._state.endpoints.items() if not record.removed]
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -444,49 +258,13 @@ class Pool(StreamProvider):
     def describe(self) -> dict[str, Any]:
         """The pool as plain data (for the debug view and metrics): endpoints, their
         connections, states, active streams and round-trip times."""
-        now = anyio.current_time()
-        endpoints = []
-        for record in self._endpoints.values():
-            connections = []
-            for conn in record.connections:
-                conn.refresh()
-                provider = conn.provider
-                connections.append(
-                    {
-                        "id": conn.id,
-                        "state": conn.state,
-                        "active_streams": provider.active_streams if provider else 0,
-                        "max_streams": conn.limit(self.options.max_streams_per_connection)
-                        if provider
-                        else None,
-                        "rtt": provider.rtt if provider else None,
-                        "age": now - conn.started,
-                    }
-                )
-            if record.removed:
-                state = "removed"
-            elif record.failures and now < record.retry_at:
-                state = "backoff"
-            else:
-                state = "up" if record.live() else "idle"
-            endpoints.append(
-                {
-                    "endpoint": record.name,
-                    "weight": record.spec.weight,
-                    "state": state,
-                    "failures": record.failures,
-                    "last_error": record.last_error,
-                    "retry_in": max(record.retry_at - now, 0.0) if record.failures else None,
-                    "connections": connections,
-                }
-            )
         return {
             "policy": self.policy.name,
-            "closing": self._closing,
-            "pending_opens": self._waiting,
+            "closing": self._state.closing,
+            "pending_opens": self._state.waiting,
             "active_streams": self.active_streams,
-            "resolver_error": self._resolve_error,
-            "endpoints": endpoints,
+            "resolver_error": self._state.resolve_error,
+            "endpoints": self._state.describe(anyio.current_time()),
         }
 
     # -- opening ---------------------------------------------------------------------------
@@ -496,200 +274,79 @@ class Pool(StreamProvider):
     ) -> Stream:
         """Open a stream on the connection the policy picks, dialling one if needed.
 
+        Waiting for a connection with room is bounded by ``open_timeout``; the peer's
+        answer is bounded by the connection's own open timeout.
+
         :raises PoolOverloaded: if ``max_pending_opens`` callers already wait
         :raises EndpointsUnavailable: if every endpoint is down (each one named, with why)
-        :raises ~streams.OpenTimeout: if no connection took the stream within
-            ``open_timeout``
+        :raises ~streams.OpenTimeout: if no connection had room within ``open_timeout``
         :raises ~streams.ProviderClosed: after :meth:`aclose`
         """
-        if self._closing:
-            raise ProviderClosed("pool is closed")
-        headers = Headers.coerce(headers)
-        timeout = self.options.open_timeout
-        with anyio.move_on_after(timeout if timeout is not None else math.inf) as scope:
-            for attempt in itertools.count():
-                conn = await self._acquire()
-                provider = conn.provider
-                assert provider is not None
-                conn.reserved += 1
-                try:
-                    return await provider.open_stream(headers, wait_accept=wait_accept)
-                except StreamError as exc:
-                    # a Go Away or a refusal that arrived first: nothing was processed
-                    if not exc.retryable or attempt >= _OPEN_RETRIES or self._closing:
-                        raise
-                    conn.refresh()
-                finally:
-                    conn.reserved -= 1
-                    conn.idle_since = anyio.current_time()
-                    self._notify()
-        assert scope.cancelled_caught
-        raise OpenTimeout(f"no connection took the stream within {timeout} s")
-
-    async def _acquire(self) -> _Connection:
-        waiting = False
-        try:
-            while True:
-                choice = self._choose()
-                if isinstance(choice, _Connection):
-                    return choice
-                if isinstance(choice, BaseException):
-                    raise choice
-                if not waiting:
-                    if self._waiting >= self.options.max_pending_opens:
-                        raise PoolOverloaded(
-                            f"{self._waiting} opens already wait for a connection"
-                            f" (max_pending_opens={self.options.max_pending_opens})"
-                        )
-                    self._waiting += 1
-                    waiting = True
-                    # our demand may call for one more connection
-                    choice = self._choose()
-                    if isinstance(choice, _Connection):
-                        return choice
-                    if isinstance(choice, BaseException):
-                        raise choice
-                changed = self._changed
-                with anyio.move_on_after(_RECHECK):
-                    await changed.wait()
-        finally:
-            if waiting:
-                self._waiting -= 1
-
-    def _choose(self) -> _Connection | BaseException | None:
-        """Decide where the next stream goes: a connection, an error, or ``None`` to wait.
-        Starts a dial when the policy chose an endpoint without a connection, or when
-        every connection is full and the dials under way cannot cover the waiting callers.
-        """
-        if self._closing:
-            return ProviderClosed("pool is closed")
-        now = anyio.current_time()
-        per_connection = self.options.max_streams_per_connection
-        ready: list[_Connection] = []
-        candidates: list[Candidate] = []
-        connecting_room = 0
-        for record in self._endpoints.values():
-            if record.removed:
-                continue
-            live = 0
-            for conn in record.connections:
+        for attempt in itertools.count():
+            conn = self._take()
+            if conn is None:
+                conn = await self._wait_for_room()
+            provider = conn.provider
+            assert provider is not None
+            conn.reserved += 1
+            conn.uses += 1
+            try:
+                return await provider.open_stream(headers, wait_accept=wait_accept)
+            except StreamError as exc:
+                # a Go Away or a refusal that came first: the peer processed nothing
+                if not exc.retryable or attempt >= _OPEN_RETRIES or self._state.closing:
+                    raise
                 conn.refresh()
-                if conn.state == "connecting":
-                    connecting_room += per_connection
-                    live += 1
-                elif conn.state == "ready":
-                    live += 1
-                    if conn.load() < conn.limit(per_connection):
-                        ready.append(conn)
-                        candidates.append(self._candidate(conn))
-            if live == 0 and self._may_dial(record, now):
-                candidates.append(
-                    Candidate(
-                        key=f"dial:{record.name}",
-                        endpoint=record.name,
-                        weight=record.spec.weight,
-                        connected=False,
-                    )
-                )
-        by_key = {str(conn.id): conn for conn in ready}
-        if candidates:
-            picked = self.policy.pick(candidates)
-            if picked.connected:
-                return by_key[picked.key]
-            self._dial(self._endpoints[picked.endpoint])
-            connecting_room += per_connection
-            if ready:
-                # do not make this caller wait for the new connection
-                return by_key[self.policy.pick([c for c in candidates if c.connected]).key]
-        if connecting_room >= max(self._waiting, 1):
-            return None
-        growable = [
-            record
-            for record in self._endpoints.values()
-            if not record.removed
-            and self._may_dial(record, now)
-            and len(record.live()) < self.options.max_connections_per_endpoint
-        ]
-        if growable:
-            picked = self.policy.pick(
-                [
-                    Candidate(
-                        key=record.name,
-                        endpoint=record.name,
-                        weight=record.spec.weight,
-                        active_streams=len(record.live()),
-                        connected=False,
-                    )
-                    for record in growable
-                ]
+            finally:
+                conn.reserved -= 1
+                if self._state.waiting:
+                    self._wake_waiters()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _take(self) -> ConnectionRecord | None:
+        """Decide, then start the dial the decision asks for; ``None``: wait for room."""
+        plan = self._state.plan(anyio.current_time)
+        if plan.dial is not None:
+            self._dial(plan.dial)
+        if plan.error is not None:
+            raise plan.error
+        return plan.use
+
+    async def _wait_for_room(self) -> ConnectionRecord:
+        if self._state.waiting >= self.options.max_pending_opens:
+            raise PoolOverloaded(
+                f"{self._state.waiting} opens already wait for a connection"
+                f" (max_pending_opens={self.options.max_pending_opens})"
             )
-            self._dial(self._endpoints[picked.endpoint])
-            return None
-        if connecting_room or any(
-            conn.state == "ready"
-            for record in self._endpoints.values()
-            for conn in record.connections
-        ):
-            return None  # full, and no room to grow: wait for a stream to end
-        if not self._resolved_once:
-            return None
-        return EndpointsUnavailable(self._reasons(now))
+        timeout = self.options.open_timeout
+        self._state.waiting += 1
+        try:
+            with anyio.fail_after(timeout if timeout is not None else math.inf):
+                while True:
+                    # counted as waiting now: this demand may call for one more connection
+                    conn = self._take()
+                    if conn is not None:
+                        return conn
+                    changed = self._changed
+                    with anyio.move_on_after(_RECHECK):
+                        await changed.wait()
+        except TimeoutError:
+            raise OpenTimeout(f"no connection had room for the stream within {timeout} s") from None
+        finally:
+            self._state.waiting -= 1
 
-    def _candidate(self, conn: _Connection) -> Candidate:
-        provider = conn.provider
-        assert provider is not None
-        return Candidate(
-            key=str(conn.id),
-            endpoint=conn.endpoint.name,
-            weight=conn.endpoint.spec.weight,
-            active_streams=conn.load(),
-            rtt=provider.rtt,
-        )
+    def _connections(self) -> list[ConnectionRecord]:
+        return self._state.connections()
 
-    def _may_dial(self, record: _Endpoint, now: float) -> bool:
-        if self._closing or record.removed or now < record.retry_at:
-            return False
-        if len(record.live()) >= self.options.max_connections_per_endpoint:
-            return False
-        limit = self.options.max_connections
-        return limit is None or self._live_count() < limit
-
-    def _live_count(self) -> int:
-        return sum(len(record.live()) for record in self._endpoints.values())
-
-    def _reasons(self, now: float) -> dict[str, str]:
-        reasons = {}
-        for record in self._endpoints.values():
-            if record.removed:
-                continue
-            if record.failures:
-                wait = max(record.retry_at - now, 0.0)
-                reasons[record.name] = (
-                    f"{record.failures} failed dials, last: {record.last_error};"
-                    f" next try in {wait:.2f} s"
-                )
-            elif self.options.max_connections is not None:
-                reasons[record.name] = "the pool is at max_connections"
-            else:
-                reasons[record.name] = "not connected"
-        if self._resolve_error is not None:
-            reasons["resolver"] = self._resolve_error
-        return reasons
-
-    def _ready(self) -> list[_Connection]:
-        found = []
-        for conn in self._connections():
-            conn.refresh()
-            if conn.state == "ready":
-                found.append(conn)
-        return found
-
-    def _connections(self) -> list[_Connection]:
-        return [conn for record in self._endpoints.values() for conn in record.connections]
-
-    def _notify(self) -> None:
+    def _wake_waiters(self) -> None:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+    def _notify(self) -> None:
+        """Something changed beyond a single stream: wake the waiters and the upkeep."""
+        self._wake_waiters()
+        upkeep, self._upkeep = self._upkeep, anyio.Event()
+        upkeep.set()
 
     def _emit(self, event: ConnectionEvent) -> None:
         for callback in list(self._hooks):
@@ -700,13 +357,14 @@ class Pool(StreamProvider):
 
     # -- running connections ---------------------------------------------------------------
 
-    def _dial(self, record: _Endpoint) -> None:
-        assert self._group is not None
-        conn = _Connection(record, anyio.current_time())
+    def _dial(self, record: EndpointRecord) -> None:
+        if self._group is None:
+            raise RuntimeError("a Pool must be used as 'async with pool:'")
+        conn = ConnectionRecord(record, anyio.current_time())
         record.connections.append(conn)
         self._group.start_soon(self._run_connection, conn)
 
-    def _retire(self, conn: _Connection, grace: float | None) -> None:
+    def _retire(self, conn: ConnectionRecord, grace: float | None) -> None:
         if conn.state in ("connecting",) and conn.scope is not None:
             conn.scope.cancel()
         if conn.state != "closed":
@@ -715,7 +373,7 @@ class Pool(StreamProvider):
                 conn.state = "draining"
             conn.retire.set()
 
-    async def _run_connection(self, conn: _Connection) -> None:
+    async def _run_connection(self, conn: ConnectionRecord) -> None:
         error: BaseException | None = None
         timeout = self.options.connect_timeout
         try:
@@ -734,7 +392,7 @@ class Pool(StreamProvider):
         finally:
             self._connection_ended(conn, error)
 
-    async def _serve_connection(self, conn: _Connection, provider: StreamProvider) -> None:
+    async def _serve_connection(self, conn: ConnectionRecord, provider: StreamProvider) -> None:
         record = conn.endpoint
         conn.provider = provider
         self.backend_name = provider.backend_name
@@ -742,6 +400,7 @@ class Pool(StreamProvider):
             conn.state = "ready"
         conn.idle_since = anyio.current_time()
         record.failures = 0
+        record.opened += 1
         record.last_error = None
         record.retry_at = 0.0
         self._emit(ConnectionEvent(kind="opened", endpoint=record.name, connection=conn.id))
@@ -752,6 +411,8 @@ class Pool(StreamProvider):
                 conn.forwarding = True
                 group.start_soon(self._forward, provider)
             group.start_soon(self._watch, conn, provider)
+            if self.options.ping_interval is not None:
+                group.start_soon(self._keepalive, conn, provider, self.options.ping_interval)
             await conn.retire.wait()
             if conn.state != "closed":
                 conn.state = "draining"
@@ -760,22 +421,51 @@ class Pool(StreamProvider):
                 await provider.aclose(grace=conn.grace)
             group.cancel_scope.cancel()
 
-    async def _watch(self, conn: _Connection, provider: StreamProvider) -> None:
+    async def _keepalive(
+        self, conn: ConnectionRecord, provider: StreamProvider, interval: float
+    ) -> None:
+        timeout = self.options.ping_timeout
+        while True:
+            await anyio.sleep(interval)
+            try:
+                with anyio.fail_after(timeout):
+                    await provider.ping()
+            except NotImplementedError:
+                return  # the protocol has no ping: the rtt stays unknown
+            except TimeoutError:
+                logger.warning(
+                    "connection %s to %s did not answer a ping within %s s; closing it",
+                    conn.id,
+                    conn.endpoint.name,
+                    timeout,
+                )
+                self._retire(conn, 0)
+                return
+            except Exception:
+                return  # the connection is ending; _watch sees it
+
+    async def _watch(self, conn: ConnectionRecord, provider: StreamProvider) -> None:
         await provider.wait_closed()
         conn.retire.set()
 
-    def _connection_ended(self, conn: _Connection, error: BaseException | None) -> None:
+    def _connection_ended(self, conn: ConnectionRecord, error: BaseException | None) -> None:
         record = conn.endpoint
         was_open = conn.provider is not None
         conn.state = "closed"
         if conn in record.connections:
             record.connections.remove(conn)
-        if record.removed and not record.connections and self._endpoints.get(record.name) is record:
-            del self._endpoints[record.name]
+        if (
+            record.removed
+            and not record.connections
+            and self._state.endpoints.get(record.name) is record
+        ):
+            del self._state.endpoints[record.name]
         if was_open:
             failure = getattr(conn.provider, "failure", None)
             if isinstance(failure, GoingAway):
                 failure = None
+            if failure is not None:
+                record.failures_total += 1
             self._emit(
                 ConnectionEvent(
                     kind="closed", endpoint=record.name, connection=conn.id, error=failure or error
@@ -783,6 +473,7 @@ class Pool(StreamProvider):
             )
         elif error is not None:
             record.failures += 1
+            record.failures_total += 1
             record.last_error = str(error) or type(error).__name__
             delay = backoff_delay(record.failures, self.options, self._rng)
             record.retry_at = anyio.current_time() + delay
@@ -805,11 +496,11 @@ class Pool(StreamProvider):
             raise anyio.BusyResourceError("listening on")
         self._handler = handler
         merged = self._merged = MergedListener(self.options.accept_backlog)
-        if self._closing:
+        if self._state.closing:
             merged.end(ProviderClosed("pool is closed"))
         if not self._listening:
             self._listening = True
-            for conn in self._ready():
+            for conn in self._state.ready():
                 if conn.group is not None and conn.provider is not None and not conn.forwarding:
                     conn.forwarding = True
                     conn.group.start_soon(self._forward, conn.provider)
@@ -842,60 +533,41 @@ class Pool(StreamProvider):
 
     async def _maintain(self) -> None:
         """Keep ``min_connections`` per endpoint, retire idle and drained connections."""
-        while not self._closing:
+        while not self._state.closing:
             wake = self._maintain_once(anyio.current_time())
-            changed = self._changed
+            upkeep = self._upkeep
             with anyio.move_on_after(max(wake, 0.001)):
-                await changed.wait()
+                await upkeep.wait()
 
     def _maintain_once(self, now: float) -> float:
-        """One round of upkeep; returns the seconds until the next one is due."""
-        options = self.options
-        wake = 1.0 if options.idle_timeout is None else min(options.idle_timeout / 2, 1.0)
-        for record in list(self._endpoints.values()):
-            if record.removed:
-                continue
-            for conn in list(record.connections):
-                conn.refresh()
-                provider = conn.provider
-                if provider is None or conn.state == "closed":
-                    continue
-                busy = provider.active_streams + conn.reserved > 0
-                if busy:
-                    conn.idle_since = now
-                elif conn.state == "draining":
-                    self._retire(conn, 0)
-            ready = [conn for conn in record.connections if conn.state == "ready"]
-            if options.idle_timeout is not None:
-                idle = sorted(
-                    (c for c in ready if c.provider is not None and c.load() == 0),
-                    key=lambda c: c.idle_since,
-                )
-                for conn in idle:
-                    if len(record.live()) <= options.min_connections:
-                        break
-                    if now - conn.idle_since >= options.idle_timeout:
-                        self._retire(conn, 0)
-            while len(record.live()) < options.min_connections and self._may_dial(record, now):
-                self._dial(record)
-            if len(record.live()) < options.min_connections and record.retry_at > now:
-                wake = min(wake, record.retry_at - now)
-        return wake
+        """Apply one round of upkeep; returns the seconds until the next one is due."""
+        upkeep = self._state.upkeep(now)
+        for conn in upkeep.retire:
+            self._retire(conn, 0)
+        for record in upkeep.dial:
+            self._dial(record)
+        return upkeep.wake
 
     async def _resolve_loop(self) -> None:
         assert self._resolver is not None
         assert self._make_dialer is not None
-        while not self._closing:
+        while not self._state.closing:
+            # a resolver that hangs must not hold the pool's view of the service forever
+            bound = max(self.options.resolve_interval, 1.0)
             try:
-                addresses = await self._resolver.resolve()
+                with anyio.fail_after(bound):
+                    addresses = await self._resolver.resolve()
+            except TimeoutError:
+                self._state.resolve_error = f"the resolver did not answer within {bound} s"
+                logger.warning("resolving endpoints timed out, keeping the last set")
             except Exception as exc:
                 # a failed lookup keeps the last known set
-                self._resolve_error = str(exc) or type(exc).__name__
+                self._state.resolve_error = str(exc) or type(exc).__name__
                 logger.warning("resolving endpoints failed, keeping the last set: %s", exc)
             else:
-                self._resolve_error = None
+                self._state.resolve_error = None
                 self._apply_resolved(addresses)
-            self._resolved_once = True
+            self._state.resolved_once = True
             self._notify()
             await anyio.sleep(self.options.resolve_interval)
 
@@ -904,11 +576,13 @@ class Pool(StreamProvider):
         for address in sorted(addresses - self._discovered.keys()):
             dialer = self._make_dialer(address)
             self._discovered[address] = dialer.endpoint
-            record = self._endpoints.get(dialer.endpoint)
+            record = self._state.endpoints.get(dialer.endpoint)
             if record is None or record.removed:
                 self.add_endpoint(Endpoint(dialer=dialer))
         for address in sorted(self._discovered.keys() - addresses):
             self.remove_endpoint(self._discovered.pop(address))
 
     def __repr__(self) -> str:
-        return f"<Pool {len(self._endpoints)} endpoints, {len(self._connections())} connections>"
+        return (
+            f"<Pool {len(self._state.endpoints)} endpoints, {len(self._connections())} connections>"
+        )

@@ -106,7 +106,7 @@ def connections(pool: Pool, state: str = "ready") -> dict[str, int]:
     found: dict[str, int] = {}
     for endpoint in pool.describe()["endpoints"]:
         found[endpoint["endpoint"]] = sum(
-            1 for conn in endpoint["connections"] if conn["state"] == state
+            1 for conn in endpoint["connection_list"] if conn["state"] == state
         )
     return found
 

@@ -96,9 +96,8 @@ async def test_grows_at_the_stream_limit_and_shrinks_when_idle() -> None:
             assert connections(pool) == {address: 0}
             held = [await pool.open_stream() for _ in range(12)]
             assert connections(pool)[address] == 3
-            per_connection = sorted(
-                conn["active_streams"] for conn in pool.describe()["endpoints"][0]["connections"]
-            )
+            (endpoint,) = pool.describe()["endpoints"]
+            per_connection = sorted(conn["active_streams"] for conn in endpoint["connection_list"])
             assert per_connection == [2, 5, 5]
             for stream in held:
                 await stream.aclose()
@@ -286,7 +285,7 @@ async def test_no_connection_task_or_descriptor_leaks_after_aclose() -> None:
                 for stream in held[:10]:
                     await stream.aclose()
             assert pool.is_closing
-            assert pool.describe()["endpoints"][0]["connections"] == []
+            assert pool.describe()["endpoints"][0]["connection_list"] == []
             assert pool.active_streams == 0
             with pytest.raises(ProviderClosed):
                 await pool.open_stream()
@@ -312,7 +311,12 @@ async def test_describe_is_plain_data() -> None:
     assert endpoint["endpoint"] == address
     assert endpoint["weight"] == 2
     assert endpoint["state"] == "up"
-    (conn,) = endpoint["connections"]
+    assert endpoint["connections"] == 1
+    assert endpoint["connections_opened"] == 1
+    assert endpoint["connection_failures"] == 0
+    assert endpoint["active_streams"] == 1
+    assert endpoint["rtt"] == 0.0
+    (conn,) = endpoint["connection_list"]
     assert conn["state"] == "ready"
     assert conn["active_streams"] == 1
     assert conn["max_streams"] == 100
@@ -331,3 +335,77 @@ def test_options_validate_themselves() -> None:
         Endpoint(dialer=dial("memory:x"), weight=0)
     with pytest.raises(ConfigError, match="make_dialer"):
         Pool(resolver=StaticResolver())
+
+
+async def test_a_pool_outside_its_block_says_how_to_use_it() -> None:
+    pool = Pool([dial("memory:nowhere")])
+    with pytest.raises(RuntimeError, match="async with pool"):
+        await pool.open_stream()
+
+
+async def test_pings_measure_the_rtt_and_close_a_connection_that_stops_answering() -> None:
+    address = unique("ping")
+    options = PoolOptions(min_connections=1, ping_interval=0.02, ping_timeout=0.1)
+    with anyio.fail_after(10):
+        async with farm(address), Pool([dial(address)], options=options) as pool:
+            await wait_for(lambda: connections(pool)[address] == 1)
+            (conn,) = pool._state.connections()
+            provider = conn.provider
+            assert isinstance(provider, memory.MemoryProvider)
+            await wait_for(lambda: pool.rtt is not None)
+            assert pool.describe()["endpoints"][0]["connection_list"][0]["rtt"] == 0.0
+
+            async def silent() -> float:
+                await anyio.sleep_forever()
+                raise AssertionError
+
+            provider.ping = silent  # type: ignore[method-assign]
+            # the silent connection is closed, and the minimum is restored with a new one
+            await wait_for(lambda: conn.state == "closed")
+            await wait_for(lambda: connections(pool)[address] == 1)
+            assert pool._state.connections()[0] is not conn
+
+
+async def test_every_endpoint_down_is_one_error_naming_each_and_why() -> None:
+    a, b = unique("down-a"), unique("down-b")
+    events: list[ConnectionEvent] = []
+    with anyio.fail_after(10):
+        async with Pool([dial(a), dial(b)]) as pool:
+            pool.subscribe(events.append)
+            with pytest.raises(EndpointsUnavailable) as caught:
+                await pool.open_stream()
+            # while both back off, the next open fails at once, without a dial
+            dials = len(events)
+            with pytest.raises(EndpointsUnavailable):
+                await pool.open_stream()
+            assert len(events) == dials
+    assert set(caught.value.reasons) == {a, b}
+    for address in (a, b):
+        assert f"{address}: 1 failed dials, last: nothing listens on {address}" in str(caught.value)
+    assert caught.value.retryable
+    assert [event.kind for event in events] == ["failed", "failed"]
+
+
+async def test_describe_feeds_the_metrics_wrapper() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.wrappers.metrics import StreamMetrics
+
+    up, down = unique("metrics-up"), unique("metrics-down")
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    with anyio.fail_after(10):
+        async with farm(up), Pool([dial(up), dial(down)]) as pool:
+            metrics.add_describer("api", pool.describe)
+            # the endpoint that is down is tried once; the streams go to the other
+            for _ in range(3):
+                await (await pool.open_stream()).aclose()
+            await wait_for(lambda: pool.describe()["endpoints"][1]["connection_failures"] == 1)
+
+            def sample(name: str, endpoint: str) -> float | None:
+                labels = {"upstream": "api", "endpoint": endpoint}
+                return registry.get_sample_value(name, labels)
+
+            assert sample("streams_connections_active", up) == 1
+            assert sample("streams_connections_opened_total", up) == 1
+            assert sample("streams_connection_failures_total", down) == 1
