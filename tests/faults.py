@@ -45,6 +45,9 @@ class FaultProxy:
         self.throttle: float | None = None
         #: reset each connection after this many bytes went towards the client
         self.cut_after: int | None = None
+        #: stop forwarding on every connection, open ones included (with ``black_hole``
+        #: for new ones: a peer that went silent without closing anything)
+        self.stalled = False
         #: connections clients made (refused ones are not seen, as on a real network)
         self.accepted = 0
         self._connections: set[anyio.abc.SocketStream] = set()
@@ -132,6 +135,8 @@ class FaultProxy:
         try:
             while True:
                 data = await source.receive(65536)
+                while self.stalled:
+                    await anyio.sleep(0.05)
                 if self.delay:
                     await anyio.sleep(self.delay)
                 if self.throttle:

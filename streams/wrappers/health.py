@@ -95,8 +95,9 @@ class RetryOptions:
     attempts: int = 3
     #: retries in flight at most, as a percentage of the opens and streams active
     budget_percent: float = 20.0
-    #: retries in flight allowed whatever the budget says, so a quiet upstream can retry
-    min_concurrent_retries: int = 3
+    #: retries in flight allowed whatever the budget says, so that a quiet upstream can
+    #: still retry the burst of opens a dying endpoint fails at once
+    min_concurrent_retries: int = 10
 
     def __post_init__(self) -> None:
         _check(self.attempts >= 1, "retries.attempts", "must be at least 1")

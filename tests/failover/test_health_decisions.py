@@ -117,6 +117,7 @@ def test_never_more_than_the_maximum_share_is_ejected() -> None:
 
 def test_retry_budget() -> None:
     budget = RetryOptions(budget_percent=20, min_concurrent_retries=2)
+    assert RetryOptions().min_concurrent_retries == 10
     assert budget.allows(0, 0)
     assert budget.allows(1, 0)
     assert not budget.allows(2, 0)

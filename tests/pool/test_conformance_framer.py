@@ -1,6 +1,4 @@
-"""The conformance suite through the pool around the framer over TCP on loopback.
-
-Skipped until ``streams.backends.framer`` is present (it is written on its own branch)."""
+"""The conformance suite through the pool around the framer over TCP on loopback."""
 
 import contextlib
 import socket
@@ -8,13 +6,11 @@ import struct
 
 import anyio
 import anyio.abc
-import pytest
 
 from streams import StreamProvider
+from streams.backends import framer
 from streams.testing import ConformanceOptions, ProviderConformance
 from tests.pool.pairs import pool_pair
-
-framer = pytest.importorskip("streams.backends.framer")
 
 
 async def break_framer_link(provider: StreamProvider) -> None:
