@@ -1,0 +1,83 @@
+"""Running asyncssh (asyncio only) under whichever loop anyio runs on.
+
+On asyncio, asyncssh's coroutines are awaited directly. On trio, an asyncio loop runs
+inside trio through ``trio-asyncio`` for the provider's lifetime, and asyncssh's coroutines
+are awaited through it (``trio_asyncio.aio_as_trio``). asyncssh's callbacks (data arrived,
+channel closed) run in that loop's task, which is a trio task, so they may set anyio events
+and start tasks in the provider's task group directly.
+
+One detail makes this work on both: anyio finds its backend with ``sniffio``, and inside an
+asyncio callback sniffio's answer depends on what else is imported (``trio_asyncio``
+marks the thread as asyncio while it runs a callback; a plain asyncio callback has no
+task to look at). :meth:`Bridge.callback` pins the answer to the loop the provider runs
+on while a callback touches the provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import sniffio
+
+from ..._core.errors import ConfigError
+
+__all__ = ["Bridge", "open_bridge"]
+
+T = TypeVar("T")
+
+
+class Bridge:
+    """How the provider calls into asyncssh and how asyncssh's callbacks call back.
+
+    :param library: ``"asyncio"`` or ``"trio"``: the loop the provider runs on
+    :param adapt: turns an asyncio coroutine function into one awaitable here
+    """
+
+    def __init__(
+        self,
+        library: str,
+        adapt: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]] | None,
+    ) -> None:
+        self.library = library
+        self._adapt = adapt
+
+    async def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Await the asyncio coroutine function *function* with *args*."""
+        if self._adapt is None:
+            return await function(*args, **kwargs)
+        result: T = await self._adapt(function)(*args, **kwargs)
+        return result
+
+    @contextlib.contextmanager
+    def callback(self) -> Iterator[None]:
+        """Make anyio see the provider's loop while an asyncssh callback runs."""
+        token = sniffio.current_async_library_cvar.set(self.library)
+        try:
+            yield
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def open_bridge() -> AsyncIterator[Bridge]:
+    """A :class:`Bridge` for the running loop, valid for the block.
+
+    :raises ~streams.ConfigError: on trio when ``trio-asyncio`` is not installed, or on a
+        loop asyncssh cannot run on
+    """
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        yield Bridge("asyncio", None)
+        return
+    if library != "trio":
+        raise ConfigError(f"the ssh backend runs on asyncio or trio, not on {library}")
+    try:
+        import trio_asyncio  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ConfigError(
+            "the ssh backend needs trio-asyncio to run on trio: pip install 'streams[ssh]'"
+        ) from exc
+    async with trio_asyncio.open_loop():
+        yield Bridge("trio", trio_asyncio.aio_as_trio)
