@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import asyncssh
 from asyncssh.channel import SSHChannel
+from asyncssh.constants import MSG_CHANNEL_EOF
 
 from ..._core.errors import ConnectionLost, ErrorCode, ProtocolError, StreamReset
 from ..._core.flow import FlowControlViolation
@@ -28,7 +29,13 @@ if TYPE_CHECKING:
 
     from ._provider import SSHProvider
 
-__all__ = ["ChannelKind", "ChannelSession", "ControlSession", "translate_error"]
+__all__ = [
+    "ChannelKind",
+    "ChannelSession",
+    "ControlSession",
+    "translate_error",
+    "watch_eof",
+]
 
 #: how often a sender blocked on a full send buffer looks whether the channel was closed
 #: under it (asyncssh reports a peer's close only once the received data was delivered)
@@ -59,6 +66,26 @@ def translate_error(
         lost = ConnectionLost(what)
     lost.__cause__ = error
     return lost
+
+
+def watch_eof(chan: SSHChannel[bytes], session: ChannelSession) -> None:
+    """Tell *session* when the peer's EOF packet arrives, before asyncssh delivers it.
+
+    asyncssh delivers an EOF only after the data queued while reading was paused; if the
+    peer's CLOSE arrives in between (the normal EOF-then-CLOSE of a peer that finished), the
+    EOF is never delivered and the close would look like a reset. The channel's packet
+    table is replaced on this one channel object (asyncssh dispatches packets through
+    ``_packet_handlers``); nothing else in asyncssh changes.
+    """
+    handlers = dict(type(chan)._packet_handlers)
+    original = handlers[MSG_CHANNEL_EOF]
+
+    def on_eof(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+        session.eof_seen = True
+        return original(channel, pkttype, pktid, packet)
+
+    handlers[MSG_CHANNEL_EOF] = on_eof
+    chan._packet_handlers = handlers
 
 
 class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[bytes]):
@@ -94,12 +121,18 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._writer: anyio.Event | None = None
         self._eof_pending = False
         self._reset_pending: bool | None = None
+        self._close_when_drained = False
+        #: the peer's EOF packet arrived (it may still wait behind paused data)
+        self.eof_seen = False
         self.lost = False
         self.error: BaseException | None = None
 
     # -- asyncssh's callbacks ------------------------------------------------------------
 
     def connection_made(self, chan: SSHChannel[bytes]) -> None:
+        if self.chan is None and not self.opener:
+            # an accepted channel: no packet can have arrived before this call
+            watch_eof(chan, self)
         self.chan = chan
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
         with self.provider.bridge.callback():
@@ -150,6 +183,8 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
                 self.error = translate_error(exc)
                 stream.on_connection_lost(self.error)
                 return
+            if self.eof_seen and self._reader is None:
+                stream.on_eof()
         # a channel close; if the whole connection is going down, the provider fails the
         # stream with the connection's error first, in the same turn of the loop
         chan_loop = self.provider.loop
@@ -163,6 +198,9 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        if self._close_when_drained and self.provider.loop is not None:
+            # asyncssh sends a pending EOF only after this callback returns
+            self.provider.loop.call_soon(self._close_if_drained)
         with self.provider.bridge.callback():
             self._wake_writer()
 
@@ -173,6 +211,10 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         while self.chan is None or self._writing_paused:
             if self.lost:
                 break
+            if stream.is_closed or stream.finished:
+                # closed or reset here while waiting: the stream knows what to raise
+                stream._check_sendable()
+                return
             if self.chan is not None and self.chan.is_closing() and not stream.eof_sent:
                 # closed by the peer while reading was paused here
                 stream.on_reset(ErrorCode.CANCEL)
@@ -204,6 +246,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
 
     def reset(self, *, graceful: bool) -> None:
         """Close the channel at once (``graceful``: after what is queued, EOF included)."""
+        self._wake_writer()
         if self.chan is None:
             self._reset_pending = graceful
             self._fail_decision()
@@ -213,6 +256,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     def finish(self) -> None:
         """The stream is done: close the channel after what is queued."""
         self._fail_decision()
+        self._wake_writer()
         if self.chan is None:
             if self._reset_pending is None:
                 self._reset_pending = True
@@ -228,11 +272,24 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     # -- helpers -------------------------------------------------------------------------
 
     def _close_channel(self, *, graceful: bool) -> None:
-        assert self.chan is not None
-        if graceful:
-            self.chan.close()
+        chan = self.chan
+        assert chan is not None
+        if not graceful:
+            chan.abort()
+        elif chan.get_write_buffer_size() == 0 or self.lost:
+            chan.close()
         else:
-            self.chan.abort()
+            # asyncssh's close() sends CLOSE without the EOF still queued behind data: the
+            # peer would see a reset. Close once the buffer (and so the EOF) went out.
+            self._close_when_drained = True
+            chan.set_write_buffer_limits(high=0, low=0)
+
+    def _close_if_drained(self) -> None:
+        chan = self.chan
+        if chan is None or self.lost:
+            return
+        if chan.get_write_buffer_size() == 0:
+            chan.close()
 
     def _has_room(self, stream: MuxStream) -> bool:
         return stream.receive_window.available >= self.provider.ssh_settings.max_packet

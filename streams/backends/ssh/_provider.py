@@ -32,7 +32,7 @@ from ..._core.headers import Headers
 from ..._core.mux import MuxProvider, MuxSettings
 from ..._core.stream import MuxStream
 from ._bridge import Bridge
-from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error
+from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error, watch_eof
 from ._codec import (
     CONTROL_PATH,
     GOAWAY,
@@ -236,28 +236,24 @@ class SSHProvider(MuxProvider):
                 host, port = parse_host_port(stream.headers[DESTINATION_HEADER])
                 origin = stream.headers.get(ORIGIN_HEADER, "127.0.0.1:0")
                 orig_host, orig_port = parse_host_port(origin)
+                tcp = conn.create_tcp_channel(
+                    window=settings.window, max_pktsize=settings.max_packet
+                )
+                watch_eof(tcp, session)
                 await self.bridge.run(
-                    conn.create_connection,
-                    lambda: session,
-                    host,
-                    port,
-                    orig_host=orig_host,
-                    orig_port=orig_port,
-                    window=settings.window,
-                    max_pktsize=settings.max_packet,
+                    tcp.connect, lambda: session, host, port, orig_host, orig_port
                 )
                 stream.on_accepted(Headers({CHANNEL_HEADER: ChannelKind.TCP.value}))
                 return
             if not self.client:
                 with anyio.fail_after(self.settings.open_timeout or float("inf")):
                     await self._reverse_ready.wait()
-            await self.bridge.run(
-                conn.create_unix_connection,
-                lambda: session,
-                STREAM_PATH,
-                window=settings.window,
-                max_pktsize=settings.max_packet,
-            )
+            unix = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
+            watch_eof(unix, session)
+            if self.client:
+                await self.bridge.run(unix.connect, lambda: session, STREAM_PATH)
+            else:
+                await self.bridge.run(unix.accept, lambda: session, STREAM_PATH)
         except asyncssh.ChannelOpenError as exc:
             stream.on_rejected(
                 StreamRejected(
