@@ -16,6 +16,7 @@ on while a callback touches the provider.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -53,11 +54,15 @@ class Bridge:
     @contextlib.contextmanager
     def callback(self) -> Iterator[None]:
         """Make anyio see the provider's loop while an asyncssh callback runs."""
+        # sniffio consults its thread-local name first, then its context variable
+        previous = sniffio.thread_local.name
+        sniffio.thread_local.name = self.library
         token = sniffio.current_async_library_cvar.set(self.library)
         try:
             yield
         finally:
             sniffio.current_async_library_cvar.reset(token)
+            sniffio.thread_local.name = previous
 
 
 @contextlib.asynccontextmanager
@@ -79,5 +84,7 @@ async def open_bridge() -> AsyncIterator[Bridge]:
         raise ConfigError(
             "the ssh backend needs trio-asyncio to run on trio: pip install 'streams[ssh]'"
         ) from exc
-    async with trio_asyncio.open_loop():
-        yield Bridge("trio", trio_asyncio.aio_as_trio)
+    async with trio_asyncio.open_loop() as loop:
+        # bound to this loop: a task started from another provider's context (whose
+        # current loop is a different one) must still reach this provider's connection
+        yield Bridge("trio", functools.partial(trio_asyncio.aio_as_trio, loop=loop))
