@@ -84,7 +84,17 @@ async def open_bridge() -> AsyncIterator[Bridge]:
         raise ConfigError(
             "the ssh backend needs trio-asyncio to run on trio: pip install 'streams[ssh]'"
         ) from exc
-    async with trio_asyncio.open_loop() as loop:
-        # bound to this loop: a task started from another provider's context (whose
-        # current loop is a different one) must still reach this provider's connection
-        yield Bridge("trio", functools.partial(trio_asyncio.aio_as_trio, loop=loop))
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            # bound to this loop: a task started from another provider's context (whose
+            # current loop is a different one) must still reach this provider's connection
+            yield Bridge("trio", functools.partial(trio_asyncio.aio_as_trio, loop=loop))
+    except BaseExceptionGroup as group:
+        # trio-asyncio's loop is a nursery: it wraps whatever the block raised. The block's
+        # own error (the caller's, or ours such as HostKeyNotVerified) is what to raise.
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        raise error from error.__cause__
