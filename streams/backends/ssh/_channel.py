@@ -122,6 +122,8 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._eof_pending = False
         self._reset_pending: bool | None = None
         self._close_when_drained = False
+        #: the opener's first frame (its headers), written as the channel opens
+        self.open_frame = b""
         #: the peer's EOF packet arrived (it may still wait behind paused data)
         self.eof_seen = False
         self.lost = False
@@ -137,7 +139,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
         with self.provider.bridge.callback():
             if self.opener and self.kind is ChannelKind.STREAMS and self.stream is not None:
-                chan.write(self.provider.open_frame(self.stream))
+                chan.write(self.open_frame)
             if self._reset_pending is not None:
                 self._close_channel(graceful=self._reset_pending)
                 return
@@ -322,11 +324,8 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         return frame.accepted
 
     def _protocol_error(self, message: str) -> None:
-        # a stream whose peer broke the framing is reset; the connection stays up
-        if self.chan is not None:
-            self.chan.abort()
-        if self.stream is not None:
-            self.stream.on_connection_lost(ProtocolError(f"ssh channel: {message}"))
+        # a peer that breaks the framing of our channels is broken as a whole
+        self.provider.protocol_violation(message)
 
     def _peer_closed(self) -> None:
         with self.provider.bridge.callback():

@@ -20,11 +20,11 @@ import anyio.lowlevel
 import asyncssh
 from anyio.abc import TaskGroup
 
-from ..._core.abc import StreamAttribute
 from ..._core.errors import (
     ConnectionLost,
     ErrorCode,
     GoingAway,
+    ProtocolError,
     StreamRejected,
 )
 from ..._core.flow import MAX_WINDOW
@@ -172,6 +172,15 @@ class SSHProvider(MuxProvider):
         conn.close()
         await self.bridge.run(conn.wait_closed)
 
+    def protocol_violation(self, message: str) -> None:
+        """The peer broke the framing of our channels: fail the whole connection."""
+        error = ProtocolError(f"the ssh peer broke the streams protocol: {message}")
+        conn = self.conn
+        self.fail(error)
+        self._transport_closed = True
+        if conn is not None:
+            conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, message)
+
     def transport_lost(self, exc: BaseException | None) -> None:
         """asyncssh reports that the connection ended."""
         self._wake_pings()
@@ -216,11 +225,16 @@ class SSHProvider(MuxProvider):
                 parse_host_port(stream.headers[DESTINATION_HEADER])
             except CodecError as exc:
                 raise StreamRejected(reason=f"{DESTINATION_HEADER}: {exc}") from None
-        elif not self.streams_peer and self.client:
-            raise StreamRejected(
-                reason=f"the SSH server does not speak streams; name a destination with "
-                f"{DESTINATION_HEADER}: HOST:PORT"
-            )
+        else:
+            if not self.streams_peer and self.client:
+                raise StreamRejected(
+                    reason=f"the SSH server does not speak streams; name a destination with "
+                    f"{DESTINATION_HEADER}: HOST:PORT"
+                )
+            try:
+                session.open_frame = encode_open(stream.headers.items())
+            except CodecError as exc:
+                raise ValueError(f"the stream's headers are too large: {exc}") from None
         self.task_group.start_soon(self._open_channel, session)
         await anyio.lowlevel.checkpoint()
 
@@ -268,10 +282,6 @@ class SSHProvider(MuxProvider):
             stream.on_rejected(StreamRejected(reason=str(exc)))
         except (OSError, asyncssh.Error) as exc:
             stream.on_connection_lost(translate_error(exc, "opening an ssh channel failed"))
-
-    def open_frame(self, stream: MuxStream) -> bytes:
-        """The first bytes of a stream this side opens."""
-        return encode_open(stream.headers.items())
 
     def on_reply(self, stream: MuxStream, frame: ReplyFrame) -> None:
         """The acceptor's decision arrived."""
@@ -434,7 +444,6 @@ class SSHProvider(MuxProvider):
     def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         attributes: dict[Any, Callable[[], Any]] = {
             SSHAttribute.user: lambda: self.user,
-            StreamAttribute.backend: lambda: self.backend_name,
         }
         conn = self.conn
         if conn is not None:
