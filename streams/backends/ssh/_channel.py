@@ -176,7 +176,6 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self.lost = True
         with self.provider.bridge.callback():
             self._wake_writer()
-            self.provider.channel_gone(self)
             stream = self.stream
             if stream is None or stream.finished:
                 self._fail_decision()

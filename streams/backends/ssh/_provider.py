@@ -102,7 +102,6 @@ class SSHProvider(MuxProvider):
         #: the authenticated user (server side) or the login user (client side)
         self.user: str | None = None
         self.sessions: dict[int, ChannelSession] = {}
-        self._handshaking: set[ChannelSession] = set()
         self._next_id = 1
         self._control: ControlSession | None = None
         #: ``True`` once the peer showed it speaks ``streams`` (not a plain SSH server)
@@ -151,9 +150,7 @@ class SSHProvider(MuxProvider):
 
     def _reverse_session(self) -> ChannelSession:
         with self.bridge.callback():
-            session = ChannelSession(self, ChannelKind.STREAMS, opener=False)
-            self._handshaking.add(session)
-            return session
+            return ChannelSession(self, ChannelKind.STREAMS, opener=False)
 
     def control_opened(self, control: ControlSession) -> None:
         """The control channel is open (either side)."""
@@ -304,7 +301,6 @@ class SSHProvider(MuxProvider):
         self, session: ChannelSession, pairs: tuple[tuple[str, str], ...]
     ) -> MuxStream | None:
         """A streams channel's headers arrived: the stream goes to the handler."""
-        self._handshaking.discard(session)
         headers = Headers(list(pairs))
         if not self.client:
             self._stamp_user(headers)
@@ -436,10 +432,6 @@ class SSHProvider(MuxProvider):
         session = self.sessions.pop(stream.stream_id, None)
         if session is not None:
             session.finish()
-
-    def channel_gone(self, session: ChannelSession) -> None:
-        """A channel closed; forget it if its stream never got going."""
-        self._handshaking.discard(session)
 
     def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         attributes: dict[Any, Callable[[], Any]] = {
