@@ -8,8 +8,6 @@ from .helpers import Keys, ssh_pair
 class TestSSH(ProviderConformance):
     options = ConformanceOptions(
         max_buffered_per_stream=4 * 1024 * 1024,
-        bulk_bytes=16 * 1024 * 1024,
-        concurrent_streams=200,
     )
 
     @pytest.fixture(autouse=True)

@@ -138,15 +138,20 @@ class SSHProvider(MuxProvider):
             # a plain SSH server (OpenSSH): only direct-tcpip streams are possible
             logger.debug("the SSH server does not speak streams; direct-tcpip only")
             return
-        listener = await self.bridge.run(
-            conn.create_unix_server,
-            self._reverse_session,
-            STREAM_PATH,
-            window=self.ssh_settings.window,
-            max_pktsize=self.ssh_settings.max_packet,
-        )
-        if listener is None:
-            logger.warning("the streams peer refused streams in its direction")
+        except (OSError, asyncssh.Error) as exc:
+            raise translate_error(exc, "opening the ssh control channel failed") from exc
+        try:
+            await self.bridge.run(
+                conn.create_unix_server,
+                self._reverse_session,
+                STREAM_PATH,
+                window=self.ssh_settings.window,
+                max_pktsize=self.ssh_settings.max_packet,
+            )
+        except asyncssh.ChannelListenError:
+            logger.warning("the streams peer takes streams only from this side")
+        except (OSError, asyncssh.Error) as exc:
+            raise translate_error(exc, "asking the ssh peer for its streams failed") from exc
 
     def _reverse_session(self) -> ChannelSession:
         with self.bridge.callback():
