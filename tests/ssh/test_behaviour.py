@@ -10,7 +10,7 @@ import anyio.abc
 import asyncssh
 import pytest
 
-from streams import ConfigError, ConnectionLost, ProtocolError
+from streams import ConfigError, ConnectionLost, GoingAway, ProtocolError
 from streams._core.backend import BackendOptions, SSHConfig
 from streams.backends.ssh import BACKEND, USER_HEADER, SSHAttribute
 from streams.backends.ssh._bridge import Bridge, open_bridge
@@ -81,6 +81,31 @@ async def test_ping_measures_the_round_trip(ssh_keys: Keys) -> None:
             assert 0 <= rtt < 5
             assert pair.client.rtt == rtt
             assert await pair.server.ping() >= 0
+
+
+async def test_server_close_is_a_go_away(ssh_keys: Keys) -> None:
+    """A server closing gracefully takes no new streams (GoingAway, retryable), lets open
+    ones finish within the grace, then the client's provider ends."""
+    with anyio.fail_after(20):
+        async with BACKEND.serve("127.0.0.1:0", server_options(ssh_keys)) as server:
+            port = port_of(server.address)
+            async with BACKEND.connect(server.address, client_options(ssh_keys, port)) as c:
+                opened = await c.open_stream()
+                accepted = await server.listener.accept()
+                async with anyio.create_task_group() as group:
+                    group.start_soon(lambda: server.aclose(grace=10))
+                    while not c.is_closing:
+                        await anyio.sleep(0.01)
+                    with pytest.raises(GoingAway) as going:
+                        await c.open_stream()
+                    assert going.value.retryable
+                    await opened.send(b"still flows")
+                    await opened.send_eof()
+                    assert await read_all(accepted) == b"still flows"
+                    await accepted.aclose()
+                    assert await read_all(opened) == b""
+                    await opened.aclose()
+                await c.wait_closed()
 
 
 async def test_broken_framing_fails_the_connection(ssh_keys: Keys) -> None:

@@ -26,7 +26,7 @@ from streams.backends.ssh import (
     SSHAttribute,
 )
 from streams.testing import read_all
-from tests.peers import free_port, require_program, running
+from tests.peers import free_port, missing_peer, require_program, running
 
 from .helpers import Keys, client_options, port_of, server_options
 
@@ -39,7 +39,10 @@ def sshd(ssh_keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     program = require_program("sshd")
     directory = Path(tmp_path_factory.mktemp("sshd"))
     port = free_port()
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    try:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+    except OSError:
+        missing_peer("/run/sshd (sshd's privilege separation directory; run as root)")
     config = directory / "sshd_config"
     config.write_text(
         "\n".join(
@@ -138,6 +141,30 @@ async def test_sshd_refusal_is_a_clear_rejection(sshd: int, ssh_keys: Keys) -> N
             assert "refused" in refused.value.reason.lower() or refused.value.reason
             with pytest.raises(StreamRejected, match="does not speak streams"):
                 await p.open_stream({"x-plain": "1"})
+            early = await p.open_stream(
+                {DESTINATION_HEADER: f"127.0.0.1:{closed_port}"}, wait_accept=False
+            )
+            with pytest.raises(StreamRejected):
+                await early.accepted()
+            await early.aclose()
+
+
+async def test_zero_round_trip_open_through_sshd(sshd: int, ssh_keys: Keys) -> None:
+    """With wait_accept=False, data sent before sshd confirmed the channel arrives."""
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            echo_port = await group.start(_echo_service)
+            options = client_options(ssh_keys, sshd)
+            async with BACKEND.connect(f"127.0.0.1:{sshd}", options) as provider:
+                stream = await provider.open_stream(
+                    {DESTINATION_HEADER: f"127.0.0.1:{echo_port}"}, wait_accept=False
+                )
+                await stream.send(b"sent before the open was confirmed")
+                await stream.send_eof()
+                assert await read_all(stream) == b"sent before the open was confirmed"
+                assert (await stream.accepted()).get("x-ssh-channel") == "direct-tcpip"
+                await stream.aclose()
+            group.cancel_scope.cancel()
 
 
 def _ssh_command(keys: Keys, port: int, destination: str, key: Path | None = None) -> list[str]:
