@@ -4,6 +4,7 @@ user, broken framing, keepalive, pings and configuration errors."""
 from __future__ import annotations
 
 import getpass
+import sys
 
 import anyio
 import anyio.abc
@@ -198,3 +199,15 @@ async def test_configuration_errors_name_the_field(ssh_keys: Keys, tmp_path) -> 
     assert no_file.value.path == "ssh.known_hosts"
     with pytest.raises(ConfigError):
         BACKEND.connect("unix:/tmp/x")
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_without_the_bridge_fails_clearly(
+    ssh_keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On trio without trio-asyncio, connect fails at once with a ConfigError saying what
+    to install, instead of misbehaving."""
+    monkeypatch.setitem(sys.modules, "trio_asyncio", None)
+    with pytest.raises(ConfigError, match="pip install trio-asyncio"):
+        async with BACKEND.connect("127.0.0.1:22", client_options(ssh_keys, 22)):
+            pass

@@ -20,9 +20,12 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-import sniffio
-
 from ..._core.errors import ConfigError
+
+try:
+    import sniffio
+except ImportError:  # then anyio assumes asyncio, and so does the bridge (trio needs sniffio)
+    sniffio = None  # type: ignore[assignment]
 
 __all__ = ["Bridge", "open_bridge"]
 
@@ -54,6 +57,9 @@ class Bridge:
     @contextlib.contextmanager
     def callback(self) -> Iterator[None]:
         """Make anyio see the provider's loop while an asyncssh callback runs."""
+        if sniffio is None:
+            yield
+            return
         # sniffio consults its thread-local name first, then its context variable
         previous = sniffio.thread_local.name
         sniffio.thread_local.name = self.library
@@ -72,7 +78,7 @@ async def open_bridge() -> AsyncIterator[Bridge]:
     :raises ~streams.ConfigError: on trio when ``trio-asyncio`` is not installed, or on a
         loop asyncssh cannot run on
     """
-    library = sniffio.current_async_library()
+    library = sniffio.current_async_library() if sniffio is not None else "asyncio"
     if library == "asyncio":
         yield Bridge("asyncio", None)
         return
@@ -82,7 +88,7 @@ async def open_bridge() -> AsyncIterator[Bridge]:
         import trio_asyncio  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ConfigError(
-            "the ssh backend needs trio-asyncio to run on trio: pip install 'streams[ssh]'"
+            "the ssh backend runs on trio through trio-asyncio: pip install trio-asyncio"
         ) from exc
     try:
         async with trio_asyncio.open_loop() as loop:
