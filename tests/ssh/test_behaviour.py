@@ -11,7 +11,7 @@ import anyio.abc
 import asyncssh
 import pytest
 
-from streams import ConfigError, ConnectionLost, GoingAway, ProtocolError
+from streams import ConfigError, ConnectionLost, GoingAway, ProtocolError, StreamReset
 from streams._core.backend import BackendOptions, SSHConfig
 from streams.backends.ssh import BACKEND, USER_HEADER, SSHAttribute
 from streams.backends.ssh._bridge import Bridge, open_bridge
@@ -211,3 +211,55 @@ async def test_trio_without_the_bridge_fails_clearly(
     with pytest.raises(ConfigError, match="pip install trio-asyncio"):
         async with BACKEND.connect("127.0.0.1:22", client_options(ssh_keys, 22)):
             pass
+
+
+async def test_reset_reaches_a_sender_whose_reading_is_paused(ssh_keys: Keys) -> None:
+    """The peer resets while this side neither reads (its SSH reading is paused) nor can
+    send (its send buffer is full): the blocked send fails at once with StreamReset, and
+    the receiver still reads what had arrived, then StreamReset, never an end of file."""
+    settings = {"window": 65536, "receive_window": 65536, "write_buffer": 16384}
+    async with ssh_pair(ssh_keys, **settings) as pair:
+        listener = pair.server.listen()
+        opened = await pair.client.open_stream()
+        with anyio.fail_after(10):
+            accepted = await listener.accept()
+        payload = bytes(range(256)) * 1024
+        sent_by_peer = 0
+
+        async def flood_opened() -> None:
+            nonlocal sent_by_peer
+            with anyio.move_on_after(1):
+                for offset in range(0, len(payload), 4096):
+                    await accepted.send(payload[offset : offset + 4096])
+                    sent_by_peer += 4096
+
+        await flood_opened()
+        assert 0 < sent_by_peer < len(payload), "the window did not stop the peer"
+        errors: list[BaseException] = []
+
+        async def blocked_send() -> None:
+            try:
+                while True:
+                    await opened.send(b"y" * 4096)
+            except Exception as exc:
+                errors.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(blocked_send)
+                await anyio.sleep(0.3)
+                await accepted.reset()
+            assert isinstance(errors[0], StreamReset), errors
+            received = bytearray()
+
+            async def read_until_error() -> BaseException:
+                while True:
+                    try:
+                        received.extend(await opened.receive())
+                    except (Exception, anyio.EndOfStream) as exc:
+                        return exc
+
+            assert isinstance(await read_until_error(), StreamReset)
+        assert payload.startswith(bytes(received)), "the data before the reset was altered"
+        assert len(received) >= 65536, f"only {len(received)} bytes of what had arrived"
+        await opened.aclose()

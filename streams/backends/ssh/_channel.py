@@ -217,9 +217,9 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
                 stream._check_sendable()
                 return
             if self.chan is not None and self.chan.is_closing() and not stream.eof_sent:
-                # closed by the peer while reading was paused here
-                stream.on_reset(ErrorCode.CANCEL)
-                break
+                # the peer closed the channel: this direction is reset now, while what it
+                # sent before may still wait behind paused reading, to be read first
+                raise StreamReset(ErrorCode.CANCEL, remote=True)
             waiter = self._writer = anyio.Event()
             with anyio.move_on_after(_WRITE_POLL):
                 await waiter.wait()
@@ -228,7 +228,6 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         try:
             self.chan.write(bytes(data))
         except OSError as exc:
-            stream.on_reset(ErrorCode.CANCEL)
             raise StreamReset(ErrorCode.CANCEL, remote=True) from exc
         await anyio.lowlevel.checkpoint()
 
