@@ -261,5 +261,6 @@ async def test_reset_reaches_a_sender_whose_reading_is_paused(ssh_keys: Keys) ->
 
             assert isinstance(await read_until_error(), StreamReset)
         assert payload.startswith(bytes(received)), "the data before the reset was altered"
-        assert len(received) >= 65536, f"only {len(received)} bytes of what had arrived"
+        # all but what the peer still had queued in its own send buffer when it reset
+        assert len(received) >= sent_by_peer - 32768, f"{len(received)} of {sent_by_peer} bytes"
         await opened.aclose()
