@@ -7,11 +7,15 @@ import getpass
 import os
 import subprocess
 
+import anyio
 import pytest
 
+from streams import Stream, StreamRejected, StreamReset
+from streams.backends.ssh import BACKEND
+from streams.cli.echo import echo_handler, echo_stream
 from tests.peers import listening_address, require_program, running, streams_command
 
-from .helpers import Keys, port_of
+from .helpers import Keys, client_options, port_of, server_options
 from .test_openssh import _ssh_command
 
 pytestmark = pytest.mark.interop
@@ -105,3 +109,33 @@ def test_ssh_w_reaches_streams_echo(ssh_keys: Keys) -> None:
         )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == payload
+
+
+@pytest.mark.anyio
+async def test_echo_rules_over_ssh(ssh_keys: Keys) -> None:
+    """``x-reject`` is refused with the handler's refusal, ``x-reset-after: N`` echoes
+    exactly N bytes and then resets, over a real SSH connection."""
+    with anyio.fail_after(20):
+        async with (
+            BACKEND.serve("127.0.0.1:0", server_options(ssh_keys), echo_handler) as server,
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(server.listener.serve, echo_stream, group)
+            port = port_of(server.address)
+            async with BACKEND.connect(server.address, client_options(ssh_keys, port)) as client:
+                with pytest.raises(StreamRejected) as rejected:
+                    await client.open_stream({"x-reject": "1"})
+                assert rejected.value.response_headers.get("x-echo-x-reject") == "1"
+                stream = await client.open_stream({"x-reset-after": "5"})
+                await stream.send(b"0123456789")
+                received = bytearray()
+                with pytest.raises(StreamReset):
+                    await _read_into(stream, received)
+                assert bytes(received) == b"01234"
+                await stream.aclose()
+            group.cancel_scope.cancel()
+
+
+async def _read_into(stream: Stream, into: bytearray) -> None:
+    while True:
+        into += await stream.receive()
