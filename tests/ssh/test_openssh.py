@@ -272,3 +272,57 @@ async def test_trust_failures_connect_nothing(ssh_keys: Keys) -> None:
             assert b"Permission denied (publickey)" in result.stderr, result.stderr.decode()
             assert server.connections == []
     assert calls == []
+
+
+async def test_ssh_l_forwards_into_a_stream(ssh_keys: Keys) -> None:
+    """``ssh -L`` against our server: each local connection becomes a stream whose headers
+    name the forward's destination, and bytes flow both ways."""
+    local_port = free_port()
+
+    async def upper(stream: anyio.abc.ByteStream) -> None:
+        data = await read_all(stream)  # type: ignore[arg-type]
+        await stream.send(data.upper())
+        await stream.send_eof()
+
+    destinations: list[str] = []
+
+    def handler(headers: Headers) -> tuple[None, bool]:
+        destinations.append(headers[DESTINATION_HEADER])
+        return None, True
+
+    with anyio.fail_after(60):
+        async with (
+            BACKEND.serve("127.0.0.1:0", server_options(ssh_keys), handler) as server,
+            anyio.create_task_group() as group,
+        ):
+            group.start_soon(server.listener.serve, upper, group)
+            command = _ssh_command(ssh_keys, port_of(server.address), "unused")
+            at = command.index("-W")
+            command[at : at + 2] = [
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                f"127.0.0.1:{local_port}:db.internal:5432",
+            ]
+            async with await anyio.open_process(command) as ssh:
+                try:
+                    for _ in range(200):
+                        try:
+                            connection = await anyio.connect_tcp("127.0.0.1", local_port)
+                            break
+                        except OSError:
+                            await anyio.sleep(0.05)
+                    else:
+                        raise AssertionError("ssh -L never listened")
+                    async with connection:
+                        await connection.send(b"select 1;")
+                        await connection.send_eof()
+                        reply = b""
+                        async for chunk in connection:
+                            reply += chunk
+                    assert reply == b"SELECT 1;"
+                    assert destinations == ["db.internal:5432"]
+                finally:
+                    ssh.terminate()
+            group.cancel_scope.cancel()
