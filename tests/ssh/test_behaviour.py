@@ -13,7 +13,7 @@ import pytest
 
 from streams import ConfigError, ConnectionLost, GoingAway, ProtocolError, StreamReset
 from streams._core.backend import BackendOptions, SSHConfig
-from streams.backends.ssh import BACKEND, USER_HEADER, SSHAttribute
+from streams.backends.ssh import BACKEND, USER_HEADER, SSHAttribute, SSHSettings
 from streams.backends.ssh._bridge import Bridge, open_bridge
 from streams.backends.ssh._codec import STREAM_PATH
 from streams.testing import read_all
@@ -199,6 +199,19 @@ async def test_configuration_errors_name_the_field(ssh_keys: Keys, tmp_path) -> 
     assert no_file.value.path == "ssh.known_hosts"
     with pytest.raises(ConfigError):
         BACKEND.connect("unix:/tmp/x")
+    with pytest.raises(ConfigError) as small_window:
+        BACKEND.connect("127.0.0.1:22", client_options(ssh_keys, 22, receive_window=32768))
+    assert small_window.value.path == "settings.receive_window"
+    for name, value in [
+        ("max_packet", 512),
+        ("write_buffer", 10),
+        ("keepalive_interval", -1),
+        ("keepalive_count_max", 0),
+        ("login_timeout", 0),
+    ]:
+        with pytest.raises(ConfigError) as bad:
+            SSHSettings(**{name: value})
+        assert bad.value.path == name
 
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
