@@ -132,20 +132,22 @@ class _ServerOwner(asyncssh.SSHServer):
 
     def unix_connection_requested(self, dest_path: str) -> Any:
         provider = self._require_provider()
-        assert self._conn is not None
+        conn = self._conn
+        assert conn is not None
+        if dest_path not in (CONTROL_PATH, STREAM_PATH):
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"no forwarding to {dest_path!r}"
+            )
+        if dest_path == STREAM_PATH and provider.is_closing:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "the server is closing"
+            )
         settings = provider.ssh_settings
-        chan = self._conn.create_unix_channel(
-            window=settings.window, max_pktsize=settings.max_packet
-        )
+        chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
         if dest_path == CONTROL_PATH:
             return chan, ControlSession(provider)
-        if dest_path == STREAM_PATH and not provider.is_closing:
-            with provider.bridge.callback():
-                session = ChannelSession(provider, ChannelKind.STREAMS, opener=False)
-            return chan, session
-        raise asyncssh.ChannelOpenError(
-            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"no forwarding to {dest_path!r}"
-        )
+        with provider.bridge.callback():
+            return chan, ChannelSession(provider, ChannelKind.STREAMS, opener=False)
 
     def unix_server_requested(self, listen_path: str) -> Any:
         if listen_path != STREAM_PATH or self._provider is None:
