@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 #: how often a sender blocked on a full send buffer looks whether the channel was closed
-#: under it (asyncssh reports a peer's close only once the received data was delivered)
+#: under it, while this side's reading is paused (asyncssh then reports a peer's close
+#: only once the received data was delivered)
 _WRITE_POLL = 0.25
 
 
@@ -221,6 +222,10 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
                 # sent before may still wait behind paused reading, to be read first
                 raise StreamReset(ErrorCode.CANCEL, remote=True)
             waiter = self._writer = anyio.Event()
+            if not self._reading_paused:
+                # a close of the peer reaches connection_lost, which wakes this waiter
+                await waiter.wait()
+                continue
             with anyio.move_on_after(_WRITE_POLL):
                 await waiter.wait()
         if self.lost or self.chan is None:
@@ -307,6 +312,8 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         if not self._has_room(stream) and not self._reading_paused and self.chan is not None:
             self._reading_paused = True
             self.chan.pause_reading()
+            # a sender waiting now must also watch for a close asyncssh will not report
+            self._wake_writer()
 
     def _on_frame(self, frame: OpenFrame | ReplyFrame) -> bool:
         if isinstance(frame, OpenFrame):
