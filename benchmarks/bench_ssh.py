@@ -1,0 +1,292 @@
+"""The SSH backend against a bare asyncssh channel (and the framer backend, when present),
+measured in the same run: single-stream throughput and the rate of opening streams.
+
+    python -m benchmarks.bench_ssh [--json] [--mib 64] [--opens 300] [--loop asyncio|trio]
+
+Ratios are ``streams ssh / bare asyncssh``: 1.0 means no cost over asyncssh itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import importlib.util
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncssh
+
+from streams._core.abc import Listener, StreamProvider
+from streams._core.backend import BackendOptions, SSHConfig
+from streams.backends import get_backend
+from streams.backends.ssh import BACKEND
+from streams.backends.ssh._bridge import Bridge, open_bridge
+
+CHUNK = 64 * 1024
+BARE_PATH = "bench@sink"
+
+
+class Keys:
+    """A host key, a user key and its authorized_keys, generated for one run."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        host = asyncssh.generate_private_key("ssh-ed25519")
+        user = asyncssh.generate_private_key("ssh-ed25519")
+        self.host_key = directory / "host"
+        self.user_key = directory / "user"
+        host.write_private_key(str(self.host_key))
+        user.write_private_key(str(self.user_key))
+        self.host_public = host.export_public_key().decode().strip()
+        self.authorized_keys = directory / "authorized_keys"
+        self.authorized_keys.write_text(user.export_public_key().decode())
+
+    def known_hosts(self, port: int) -> Path:
+        path = self.directory / f"known_hosts-{port}"
+        path.write_text(f"[127.0.0.1]:{port} {self.host_public}\n")
+        return path
+
+    def server_options(self) -> BackendOptions:
+        return BackendOptions(
+            ssh=SSHConfig(host_key=str(self.host_key), authorized_keys=str(self.authorized_keys))
+        )
+
+    def client_options(self, port: int) -> BackendOptions:
+        return BackendOptions(
+            ssh=SSHConfig(
+                identity=str(self.user_key),
+                known_hosts=str(self.known_hosts(port)),
+                user=getpass.getuser(),
+            )
+        )
+
+
+class _Sink(asyncssh.SSHUNIXSession[bytes]):
+    """Server side of the bare channel: counts bytes, answers EOF with EOF."""
+
+    def __init__(self, done: Callable[[int], None]) -> None:
+        self._done = done
+        self._count = 0
+        self._chan: Any = None
+
+    def connection_made(self, chan: Any) -> None:
+        self._chan = chan
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        self._count += len(data)
+
+    def eof_received(self) -> bool:
+        self._done(self._count)
+        return False
+
+
+class _BareServer(asyncssh.SSHServer):
+    def __init__(self, done: Callable[[int], None]) -> None:
+        self._done = done
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def unix_connection_requested(self, dest_path: str) -> Any:
+        return _Sink(self._done)
+
+
+class _Writer(asyncssh.SSHUNIXSession[bytes]):
+    """Client side of the bare channel: waits while asyncssh's send buffer is full."""
+
+    def __init__(self) -> None:
+        self.writable = True
+        self.event: anyio.Event | None = None
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if self.event is not None:
+            self.event.set()
+
+
+async def _bare(bridge: Bridge, keys: Keys, mib: int, opens: int) -> tuple[float, float]:
+    """Throughput (MB/s) and opens per second of bare asyncssh channels."""
+    results: list[int] = []
+    finished = anyio.Event()
+
+    def done(count: int) -> None:
+        results.append(count)
+        finished.set()
+
+    key = asyncssh.read_private_key(str(keys.host_key))
+    server = await bridge.run(
+        asyncssh.create_server,
+        lambda: _BareServer(done),
+        "127.0.0.1",
+        0,
+        server_host_keys=[key],
+        authorized_client_keys=str(keys.authorized_keys),
+        config=None,
+    )
+    port = server.get_port()
+    conn = await bridge.run(
+        asyncssh.connect,
+        "127.0.0.1",
+        port,
+        known_hosts=str(keys.known_hosts(port)),
+        client_keys=[str(keys.user_key)],
+        username=getpass.getuser(),
+        agent_path=None,
+        config=None,
+    )
+    try:
+        writer = _Writer()
+        chan, _ = await bridge.run(conn.create_unix_connection, lambda: writer, BARE_PATH)
+        chan.set_write_buffer_limits(high=256 * 1024)
+        block = b"x" * CHUNK
+        total = mib * 1024 * 1024
+        started = anyio.current_time()
+        for _ in range(total // CHUNK):
+            while not writer.writable:
+                writer.event = anyio.Event()
+                await writer.event.wait()
+            chan.write(block)
+        chan.write_eof()
+        await finished.wait()
+        throughput = results[0] / (anyio.current_time() - started) / 1e6
+        chan.close()
+
+        started = anyio.current_time()
+        for _ in range(opens):
+            chan, _ = await bridge.run(
+                conn.create_unix_connection, asyncssh.SSHUNIXSession, BARE_PATH
+            )
+            chan.close()
+        rate = opens / (anyio.current_time() - started)
+    finally:
+        conn.close()
+        server.close()
+    return throughput, rate
+
+
+async def _provider_figures(
+    client: StreamProvider, listener: Listener, mib: int, opens: int
+) -> tuple[float, float]:
+    """Throughput (MB/s) and opens per second from *client* to whoever feeds *listener*."""
+    total = mib * 1024 * 1024
+    received = 0
+
+    async def sink() -> None:
+        nonlocal received
+        stream = await listener.accept()
+        async with stream:
+            while True:
+                try:
+                    received += len(await stream.receive(1 << 20))
+                except anyio.EndOfStream:
+                    return
+
+    block = b"x" * CHUNK
+    async with anyio.create_task_group() as group:
+        group.start_soon(sink)
+        stream = await client.open_stream()
+        started = anyio.current_time()
+        for _ in range(total // CHUNK):
+            await stream.send(block)
+        await stream.send_eof()
+    throughput = received / (anyio.current_time() - started) / 1e6
+    await stream.aclose()
+
+    async def accept_and_close() -> None:
+        for _ in range(opens):
+            accepted = await listener.accept()
+            await accepted.aclose()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(accept_and_close)
+        started = anyio.current_time()
+        for _ in range(opens):
+            opened = await client.open_stream()
+            await opened.aclose()
+        rate = opens / (anyio.current_time() - started)
+    return throughput, rate
+
+
+async def _ssh(keys: Keys, mib: int, opens: int) -> tuple[float, float]:
+    async with BACKEND.serve("127.0.0.1:0", keys.server_options()) as server:
+        port = int(server.address.rsplit(":", 1)[1])
+        async with BACKEND.connect(server.address, keys.client_options(port)) as client:
+            return await _provider_figures(client, server.listener, mib, opens)
+
+
+async def _framer(mib: int, opens: int) -> tuple[float, float] | None:
+    if importlib.util.find_spec("streams.backends.framer") is None:
+        return None
+    backend = get_backend("framer")
+    async with (
+        backend.serve("127.0.0.1:0", BackendOptions()) as server,
+        backend.connect(server.address, BackendOptions()) as client,
+    ):
+        return await _provider_figures(client, server.listener, mib, opens)
+
+
+async def run(mib: int, opens: int) -> list[dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as directory:
+        keys = Keys(Path(directory))
+        async with open_bridge() as bridge:
+            bare = await _bare(bridge, keys, mib, opens)
+        ssh = await _ssh(keys, mib, opens)
+        framer = await _framer(mib, opens)
+    rows: list[dict[str, Any]] = []
+    for name, figures in (
+        ("asyncssh channel", bare),
+        ("streams ssh", ssh),
+        ("streams framer", framer),
+    ):
+        if figures is None:
+            continue
+        throughput, rate = figures
+        rows.append(
+            {
+                "case": name,
+                "throughput_mb_s": round(throughput, 1),
+                "throughput_ratio": round(throughput / bare[0], 3),
+                "opens_per_s": round(rate, 1),
+                "open_ratio": round(rate / bare[1], 3),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--mib", type=int, default=64, help="MiB through one stream")
+    parser.add_argument("--opens", type=int, default=300, help="streams opened one by one")
+    parser.add_argument("--loop", choices=("asyncio", "trio"), default="asyncio")
+    args = parser.parse_args(argv)
+
+    async def measure() -> list[dict[str, Any]]:
+        return await run(args.mib, args.opens)
+
+    rows = anyio.run(measure, backend=args.loop)
+    if args.json:
+        print(json.dumps({"benchmark": "ssh", "loop": args.loop, "results": rows}, indent=2))
+        return 0
+    print(f"ssh backend, {args.mib} MiB through one stream, {args.opens} opens ({args.loop})")
+    header = f"{'case':<18} {'MB/s':>8} {'ratio':>7} {'opens/s':>9} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(
+            f"{row['case']:<18} {row['throughput_mb_s']:>8} {row['throughput_ratio']:>7} "
+            f"{row['opens_per_s']:>9} {row['open_ratio']:>7}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Running asyncssh (asyncio only) under whichever loop anyio runs on.
+
+On asyncio, asyncssh's coroutines are awaited directly. On trio, an asyncio loop runs
+inside trio through ``trio-asyncio`` for the provider's lifetime, and asyncssh's coroutines
+are awaited through it (``trio_asyncio.aio_as_trio``). asyncssh's callbacks (data arrived,
+channel closed) run in that loop's task, which is a trio task, so they may set anyio events
+and start tasks in the provider's task group directly.
+
+One detail makes this work on both: anyio finds its backend with ``sniffio``, and inside an
+asyncio callback sniffio's answer depends on what else is imported (``trio_asyncio``
+marks the thread as asyncio while it runs a callback; a plain asyncio callback has no
+task to look at). :meth:`Bridge.callback` pins the answer to the loop the provider runs
+on while a callback touches the provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from ..._core.errors import ConfigError
+
+try:
+    import sniffio
+except ImportError:  # then anyio assumes asyncio, and so does the bridge (trio needs sniffio)
+    sniffio = None  # type: ignore[assignment]
+
+__all__ = ["Bridge", "open_bridge"]
+
+T = TypeVar("T")
+
+
+class Bridge:
+    """How the provider calls into asyncssh and how asyncssh's callbacks call back.
+
+    :param library: ``"asyncio"`` or ``"trio"``: the loop the provider runs on
+    :param adapt: turns an asyncio coroutine function into one awaitable here
+    """
+
+    def __init__(
+        self,
+        library: str,
+        adapt: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]] | None,
+    ) -> None:
+        self.library = library
+        self._adapt = adapt
+
+    async def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Await the asyncio coroutine function *function* with *args*."""
+        if self._adapt is None:
+            return await function(*args, **kwargs)
+        result: T = await self._adapt(function)(*args, **kwargs)
+        return result
+
+    @contextlib.contextmanager
+    def callback(self) -> Iterator[None]:
+        """Make anyio see the provider's loop while an asyncssh callback runs."""
+        if sniffio is None:
+            yield
+            return
+        # sniffio consults its thread-local name first, then its context variable
+        previous = sniffio.thread_local.name
+        sniffio.thread_local.name = self.library
+        token = sniffio.current_async_library_cvar.set(self.library)
+        try:
+            yield
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
+            sniffio.thread_local.name = previous
+
+
+@contextlib.asynccontextmanager
+async def open_bridge() -> AsyncIterator[Bridge]:
+    """A :class:`Bridge` for the running loop, valid for the block.
+
+    :raises ~streams.ConfigError: on trio when ``trio-asyncio`` is not installed, or on a
+        loop asyncssh cannot run on
+    """
+    library = sniffio.current_async_library() if sniffio is not None else "asyncio"
+    if library == "asyncio":
+        yield Bridge("asyncio", None)
+        return
+    if library != "trio":
+        raise ConfigError(f"the ssh backend runs on asyncio or trio, not on {library}")
+    try:
+        import trio_asyncio  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ConfigError(
+            "the ssh backend runs on trio through trio-asyncio: pip install trio-asyncio"
+        ) from exc
+    try:
+        async with trio_asyncio.open_loop() as loop:
+            # bound to this loop: a task started from another provider's context (whose
+            # current loop is a different one) must still reach this provider's connection
+            yield Bridge("trio", functools.partial(trio_asyncio.aio_as_trio, loop=loop))
+    except BaseExceptionGroup as group:
+        # trio-asyncio's loop is a nursery: it wraps whatever the block raised. The block's
+        # own error (the caller's, or ours such as HostKeyNotVerified) is what to raise.
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        raise error from error.__cause__

@@ -1,0 +1,392 @@
+"""One SSH channel under one :class:`~streams._core.stream.MuxStream`.
+
+:class:`ChannelSession` is the asyncssh session object of a stream's channel: asyncssh
+calls it when the channel opens, when data, end of file or close arrive and when its send
+buffer fills or drains; the provider calls it to write. It keeps SSH's own flow control in
+charge: incoming data is delivered to the stream only while the stream's receive buffer has
+room (``pause_reading`` otherwise, so asyncssh stops granting window), and a sender waits
+while asyncssh's send buffer is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import asyncssh
+from asyncssh.channel import SSHChannel
+from asyncssh.constants import MSG_CHANNEL_EOF
+
+from ..._core.errors import ConnectionLost, ErrorCode, ProtocolError, StreamReset
+from ..._core.flow import FlowControlViolation
+from ..._core.stream import MuxStream
+from ._codec import CodecError, ControlReader, FrameReader, OpenFrame, ReplyFrame
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._provider import SSHProvider
+
+__all__ = [
+    "ChannelKind",
+    "ChannelSession",
+    "ControlSession",
+    "translate_error",
+    "watch_eof",
+]
+
+#: how often a sender blocked on a full send buffer looks whether the channel was closed
+#: under it, while this side's reading is paused (asyncssh then reports a peer's close
+#: only once the received data was delivered)
+_WRITE_POLL = 0.25
+
+
+class ChannelKind(enum.Enum):
+    """What a channel carries."""
+
+    #: a stream between two ``streams`` peers: a frame of headers first, each way
+    STREAMS = "streams"
+    #: a plain ``direct-tcpip`` channel: bytes only, no headers on the wire
+    TCP = "direct-tcpip"
+
+
+def translate_error(
+    error: BaseException | None, what: str = "ssh connection lost"
+) -> ConnectionLost:
+    """The :class:`~streams.ConnectionLost` (or :class:`~streams.ProtocolError`) for an
+    asyncssh or socket error, chained to it."""
+    if isinstance(error, asyncssh.ProtocolError):
+        lost: ConnectionLost = ProtocolError(f"{what}: protocol error: {error.reason}")
+    elif isinstance(error, asyncssh.DisconnectError):
+        lost = ConnectionLost(f"{what}: {error.reason}")
+    elif error is not None:
+        lost = ConnectionLost(f"{what}: {error}")
+    else:
+        lost = ConnectionLost(what)
+    lost.__cause__ = error
+    return lost
+
+
+def watch_eof(chan: SSHChannel[bytes], session: ChannelSession) -> None:
+    """Tell *session* when the peer's EOF packet arrives, before asyncssh delivers it.
+
+    asyncssh delivers an EOF only after the data queued while reading was paused; if the
+    peer's CLOSE arrives in between (the normal EOF-then-CLOSE of a peer that finished), the
+    EOF is never delivered and the close would look like a reset. The channel's packet
+    table is replaced on this one channel object (asyncssh dispatches packets through
+    ``_packet_handlers``); nothing else in asyncssh changes.
+    """
+    handlers = dict(type(chan)._packet_handlers)
+    original = handlers[MSG_CHANNEL_EOF]
+
+    def on_eof(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+        session.eof_seen = True
+        return original(channel, pkttype, pktid, packet)
+
+    handlers[MSG_CHANNEL_EOF] = on_eof
+    chan._packet_handlers = handlers
+
+
+class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[bytes]):
+    """asyncssh's session object for one stream's channel.
+
+    :param provider: the provider the stream belongs to
+    :param kind: what the channel carries
+    :param opener: ``True`` on the side that opened the channel
+    :param stream: the stream, when it exists already (the opener's side); the acceptor's
+        stream is created once the opener's headers arrived
+    """
+
+    def __init__(
+        self,
+        provider: SSHProvider,
+        kind: ChannelKind,
+        *,
+        opener: bool,
+        stream: MuxStream | None = None,
+    ) -> None:
+        self.provider = provider
+        self.kind = kind
+        self.opener = opener
+        self.stream = stream
+        self.chan: SSHChannel[bytes] | None = None
+        #: the acceptor of a ``direct-tcpip`` channel answers the open with this future
+        self.decision: asyncio.Future[Any] | None = None
+        self._reader: FrameReader | None = None
+        if kind is ChannelKind.STREAMS:
+            self._reader = FrameReader(reply=opener)
+        self._reading_paused = False
+        self._writing_paused = False
+        self._writer: anyio.Event | None = None
+        self._eof_pending = False
+        self._reset_pending: bool | None = None
+        self._close_when_drained = False
+        #: the opener's first frame (its headers), written as the channel opens
+        self.open_frame = b""
+        #: the peer's EOF packet arrived (it may still wait behind paused data)
+        self.eof_seen = False
+        self.lost = False
+        self.error: BaseException | None = None
+
+    # -- asyncssh's callbacks ------------------------------------------------------------
+
+    def connection_made(self, chan: SSHChannel[bytes]) -> None:
+        if self.chan is None and not self.opener:
+            # an accepted channel: no packet can have arrived before this call
+            watch_eof(chan, self)
+        self.chan = chan
+        chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
+        with self.provider.bridge.callback():
+            if self.opener and self.kind is ChannelKind.STREAMS and self.stream is not None:
+                chan.write(self.open_frame)
+            if self._reset_pending is not None:
+                self._close_channel(graceful=self._reset_pending)
+                return
+            if self._eof_pending:
+                chan.write_eof()
+            self._wake_writer()
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        with self.provider.bridge.callback():
+            if self._reader is not None:
+                try:
+                    frame, data = self._reader.feed(data)
+                except CodecError as exc:
+                    self._protocol_error(str(exc))
+                    return
+                if frame is None:
+                    return
+                self._reader = None
+                if not self._on_frame(frame):
+                    return
+            if data:
+                self._deliver(data)
+
+    def eof_received(self) -> bool:
+        with self.provider.bridge.callback():
+            if self._reader is not None:
+                self._protocol_error("the channel ended before its first frame")
+            elif self.stream is not None:
+                self.stream.on_eof()
+        # keep our direction open: the stream decides when it half-closes
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        with self.provider.bridge.callback():
+            self._wake_writer()
+            stream = self.stream
+            if stream is None or stream.finished:
+                self._fail_decision()
+                return
+            if exc is not None:
+                self.error = translate_error(exc)
+                stream.on_connection_lost(self.error)
+                return
+            if self.eof_seen and self._reader is None:
+                stream.on_eof()
+        # a channel close; if the whole connection is going down, the provider fails the
+        # stream with the connection's error first, in the same turn of the loop
+        chan_loop = self.provider.loop
+        if chan_loop is not None:
+            chan_loop.call_soon(self._peer_closed)
+        else:
+            self._peer_closed()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._close_when_drained and self.provider.loop is not None:
+            # asyncssh sends a pending EOF only after this callback returns
+            self.provider.loop.call_soon(self._close_if_drained)
+        with self.provider.bridge.callback():
+            self._wake_writer()
+
+    # -- what the provider asks ------------------------------------------------------------
+
+    async def write(self, stream: MuxStream, data: memoryview) -> None:
+        """Put *data* in the channel, waiting while its send buffer is full."""
+        while self.chan is None or self._writing_paused:
+            if self.lost:
+                break
+            if stream.is_closed or stream.finished:
+                # closed or reset here while waiting: the stream knows what to raise
+                stream._check_sendable()
+                return
+            if self.chan is not None and self.chan.is_closing() and not stream.eof_sent:
+                # the peer closed the channel: this direction is reset now, while what it
+                # sent before may still wait behind paused reading, to be read first
+                raise StreamReset(ErrorCode.CANCEL, remote=True)
+            waiter = self._writer = anyio.Event()
+            if not self._reading_paused:
+                # a close of the peer reaches connection_lost, which wakes this waiter
+                await waiter.wait()
+                continue
+            with anyio.move_on_after(_WRITE_POLL):
+                await waiter.wait()
+        if self.lost or self.chan is None:
+            raise self.error or StreamReset(ErrorCode.CANCEL, remote=True)
+        try:
+            self.chan.write(bytes(data))
+        except OSError as exc:
+            raise StreamReset(ErrorCode.CANCEL, remote=True) from exc
+        await anyio.lowlevel.checkpoint()
+
+    def write_eof(self) -> None:
+        """Half-close the channel (now, or once it is open)."""
+        if self.chan is None:
+            self._eof_pending = True
+            return
+        if not self.chan.is_closing():
+            self.chan.write_eof()
+
+    def write_raw(self, data: bytes) -> None:
+        """Write bytes regardless of flow control (frames of our own; they are small)."""
+        if self.chan is not None and not self.chan.is_closing():
+            self.chan.write(data)
+
+    def reset(self, *, graceful: bool) -> None:
+        """Close the channel at once (``graceful``: after what is queued, EOF included)."""
+        self._wake_writer()
+        if self.chan is None:
+            self._reset_pending = graceful
+            self._fail_decision()
+            return
+        self._close_channel(graceful=graceful)
+
+    def finish(self) -> None:
+        """The stream is done: close the channel after what is queued."""
+        self._fail_decision()
+        self._wake_writer()
+        if self.chan is None:
+            if self._reset_pending is None:
+                self._reset_pending = True
+            return
+        self._close_channel(graceful=True)
+
+    def consumed(self, stream: MuxStream) -> None:
+        """The application read data: deliver more if the stream has room again."""
+        if self._reading_paused and self._has_room(stream) and self.chan is not None:
+            self._reading_paused = False
+            self.chan.resume_reading()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _close_channel(self, *, graceful: bool) -> None:
+        chan = self.chan
+        assert chan is not None
+        if not graceful:
+            chan.abort()
+        elif chan.get_write_buffer_size() == 0 or self.lost:
+            chan.close()
+        else:
+            # asyncssh's close() sends CLOSE without the EOF still queued behind data: the
+            # peer would see a reset. Close once the buffer (and so the EOF) went out.
+            self._close_when_drained = True
+            chan.set_write_buffer_limits(high=0, low=0)
+
+    def _close_if_drained(self) -> None:
+        chan = self.chan
+        if chan is None or self.lost:
+            return
+        if chan.get_write_buffer_size() == 0:
+            chan.close()
+
+    def _has_room(self, stream: MuxStream) -> bool:
+        return stream.receive_window.available >= self.provider.ssh_settings.max_packet
+
+    def _deliver(self, data: bytes) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            stream.on_data(data)
+        except FlowControlViolation as exc:
+            # the peer ignored the window asyncssh advertised: a broken peer
+            self._protocol_error(f"flow control: {exc}")
+            return
+        if not self._has_room(stream) and not self._reading_paused and self.chan is not None:
+            self._reading_paused = True
+            self.chan.pause_reading()
+            # a sender waiting now must also watch for a close asyncssh will not report
+            self._wake_writer()
+
+    def _on_frame(self, frame: OpenFrame | ReplyFrame) -> bool:
+        if isinstance(frame, OpenFrame):
+            if self.opener:
+                self._protocol_error("an open frame arrived at the opener")
+                return False
+            self.stream = self.provider.incoming_channel(self, frame.headers)
+            return self.stream is not None
+        if not self.opener or self.stream is None:
+            self._protocol_error("a reply frame arrived at the acceptor")
+            return False
+        self.provider.on_reply(self.stream, frame)
+        return frame.accepted
+
+    def _protocol_error(self, message: str) -> None:
+        # a peer that breaks the framing of our channels is broken as a whole
+        self.provider.protocol_violation(message)
+
+    def _peer_closed(self) -> None:
+        with self.provider.bridge.callback():
+            stream = self.stream
+            if stream is not None and not stream.finished:
+                stream.on_reset(ErrorCode.CANCEL)
+
+    def _fail_decision(self) -> None:
+        decision, self.decision = self.decision, None
+        if decision is not None and not decision.done():
+            decision.set_exception(
+                asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "the stream was closed")
+            )
+
+    def _wake_writer(self) -> None:
+        waiter, self._writer = self._writer, None
+        if waiter is not None:
+            waiter.set()
+
+
+class ControlSession(asyncssh.SSHUNIXSession[bytes]):
+    """The control channel: Go Away and pings between two ``streams`` peers."""
+
+    def __init__(self, provider: SSHProvider) -> None:
+        self.provider = provider
+        self.chan: SSHChannel[bytes] | None = None
+        self._reader = ControlReader()
+
+    def connection_made(self, chan: SSHChannel[bytes]) -> None:
+        self.chan = chan
+        with self.provider.bridge.callback():
+            self.provider.control_opened(self)
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        with self.provider.bridge.callback():
+            try:
+                messages = self._reader.feed(data)
+            except CodecError as exc:
+                self.provider.fail(ProtocolError(f"ssh control channel: {exc}"))
+                return
+            for message in messages:
+                self.provider.on_control(message)
+
+    def eof_received(self) -> bool:
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chan = None
+
+    def pause_writing(self) -> None:
+        """Control messages are tiny; nothing to pause."""
+
+    def resume_writing(self) -> None:
+        """See :meth:`pause_writing`."""
+
+    def send(self, data: bytes) -> None:
+        """Write a control message, if the channel is still open."""
+        if self.chan is not None and not self.chan.is_closing():
+            self.chan.write(data)

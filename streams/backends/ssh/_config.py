@@ -1,0 +1,95 @@
+"""Settings, header names, attributes and errors of the SSH backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import anyio
+
+from ..._core.errors import ConfigError, ConnectionLost
+
+__all__ = [
+    "CHANNEL_HEADER",
+    "DESTINATION_HEADER",
+    "OPEN_FAILURE_HEADER",
+    "ORIGIN_HEADER",
+    "USER_HEADER",
+    "AuthenticationFailed",
+    "HostKeyNotVerified",
+    "SSHAttribute",
+    "SSHSettings",
+]
+
+#: on ``open_stream``: open a standard ``direct-tcpip`` channel to ``HOST:PORT`` (what an
+#: OpenSSH server forwards); on an incoming ``direct-tcpip`` channel: where it wants to go
+DESTINATION_HEADER = "x-ssh-destination"
+#: the originator ``HOST:PORT`` of a ``direct-tcpip`` channel (default ``127.0.0.1:0``)
+ORIGIN_HEADER = "x-ssh-origin"
+#: set by the server on every incoming stream: the user the SSH connection authenticated
+#: as (a value the opener sent under this name is replaced, never trusted)
+USER_HEADER = "x-ssh-user"
+#: ``direct-tcpip`` on streams carried by a plain TCP channel
+CHANNEL_HEADER = "x-ssh-channel"
+#: in a :class:`~streams.StreamRejected` for a refused channel: the SSH reason code
+OPEN_FAILURE_HEADER = "x-ssh-open-failure"
+
+
+class SSHAttribute(anyio.TypedAttributeSet):
+    """Extra attributes of the SSH backend's streams (``stream.extra(...)``)."""
+
+    #: the authenticated user (server side) or the login user (client side)
+    user: str | None = anyio.typed_attribute()
+    #: the SSH peer's socket address
+    peer_address: Any = anyio.typed_attribute()
+
+
+class HostKeyNotVerified(ConnectionLost):
+    """The server's host key is not vouched for by known_hosts: nothing was sent to it."""
+
+
+class AuthenticationFailed(ConnectionLost):
+    """The server accepted none of the client's keys."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SSHSettings:
+    """How the SSH backend runs its connections and channels.
+
+    Set through ``BackendOptions.settings`` (``--setting NAME=VALUE``) by name; the names
+    of :class:`~streams._core.mux.MuxSettings` are accepted there too.
+    """
+
+    #: the SSH receive window of each channel, in bytes (asyncssh's default is 2 MiB)
+    window: int = 2 * 1024 * 1024
+    #: the largest SSH data packet this side accepts, in bytes
+    max_packet: int = 32 * 1024
+    #: bytes queued in a channel's send buffer before a sender waits
+    write_buffer: int = 256 * 1024
+    #: seconds between keepalive requests when the connection is idle (0: none)
+    keepalive_interval: float = 15.0
+    #: unanswered keepalives after which the connection is declared dead
+    keepalive_count_max: int = 3
+    #: seconds the SSH handshake (and authentication) may take
+    login_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 4096 <= self.window <= 0x7FFFFFFF:
+            raise ConfigError("must be between 4096 and 2**31-1", path="window")
+        if not 1024 <= self.max_packet <= 256 * 1024 or self.max_packet > self.window:
+            raise ConfigError(
+                "must be between 1024 and 262144, and at most window", path="max_packet"
+            )
+        if self.write_buffer < 1024:
+            raise ConfigError("must be at least 1024", path="write_buffer")
+        if self.keepalive_interval < 0:
+            raise ConfigError("must not be negative", path="keepalive_interval")
+        if self.keepalive_count_max < 1:
+            raise ConfigError("must be at least 1", path="keepalive_count_max")
+        if self.login_timeout <= 0:
+            raise ConfigError("must be positive", path="login_timeout")
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        """The names this class takes."""
+        return {field.name for field in fields(cls)}
