@@ -100,10 +100,10 @@ class Pool(StreamProvider):
             raise ConfigError("a resolver needs make_dialer", path="make_dialer")
         self.options = options if options is not None else PoolOptions()
         self.policy = make_policy(policy)
-        self._state = PoolState(self.options, self.policy)
+        self._rng = rng if rng is not None else random.Random()
+        self._state = PoolState(self.options, self.policy, self._rng)
         self._resolver = resolver
         self._make_dialer = make_dialer
-        self._rng = rng if rng is not None else random.Random()
         # address from the resolver -> the endpoint name its dialer gave
         self._discovered: dict[str, str] = {}
         self._state.resolved_once = resolver is None
@@ -194,7 +194,9 @@ class Pool(StreamProvider):
 
         :raises EndpointsUnavailable: if no connection is ready
         """
-        ready = [conn for conn in self._state.ready() if conn.provider is not None]
+        ready = [
+            conn for conn in self._state.ready(anyio.current_time()) if conn.provider is not None
+        ]
         if not ready:
             raise EndpointsUnavailable(self._state.reasons(anyio.current_time()))
         conn = min(ready, key=ConnectionRecord.load)
@@ -293,7 +295,7 @@ class Pool(StreamProvider):
                 # a Go Away or a refusal that came first: the peer processed nothing
                 if not exc.retryable or attempt >= _OPEN_RETRIES or self._state.closing:
                     raise
-                conn.refresh()
+                self._state.refresh(conn, anyio.current_time)
             finally:
                 conn.reserved -= 1
                 if self._state.waiting:
@@ -366,6 +368,8 @@ class Pool(StreamProvider):
             conn.scope.cancel()
         if conn.state != "closed":
             conn.grace = grace
+            if not conn.retire.is_set():
+                conn.retired_by_pool = True
             if conn.state == "ready":
                 conn.state = "draining"
             conn.retire.set()
@@ -395,11 +399,10 @@ class Pool(StreamProvider):
         self.backend_name = provider.backend_name
         if conn.state == "connecting":
             conn.state = "ready"
-        conn.idle_since = anyio.current_time()
-        record.failures = 0
+        conn.idle_since = conn.ready_at = anyio.current_time()
+        # the failure count is reset once the connection proves stable (see upkeep), so a
+        # peer that accepts and drops connections at once still meets a growing backoff
         record.opened += 1
-        record.last_error = None
-        record.retry_at = 0.0
         self._emit(ConnectionEvent(kind="opened", endpoint=record.name, connection=conn.id))
         self._notify()
         async with anyio.create_task_group() as group:
@@ -457,12 +460,15 @@ class Pool(StreamProvider):
             and self._state.endpoints.get(record.name) is record
         ):
             del self._state.endpoints[record.name]
+        now = anyio.current_time()
         if was_open:
             failure = getattr(conn.provider, "failure", None)
             if isinstance(failure, GoingAway):
                 failure = None
             if failure is not None:
                 record.failures_total += 1
+            if not conn.retired_by_pool:
+                self._state.ended_by_peer(conn, now, str(failure or "closed"))
             self._emit(
                 ConnectionEvent(
                     kind="closed", endpoint=record.name, connection=conn.id, error=failure or error
@@ -473,7 +479,7 @@ class Pool(StreamProvider):
             record.failures_total += 1
             record.last_error = str(error) or type(error).__name__
             delay = backoff_delay(record.failures, self.options, self._rng)
-            record.retry_at = anyio.current_time() + delay
+            record.retry_at = now + delay
             logger.info("dial to %s failed (%s); next try in %.2f s", record.name, error, delay)
             self._emit(
                 ConnectionEvent(
@@ -497,7 +503,7 @@ class Pool(StreamProvider):
             merged.end(ProviderClosed("pool is closed"))
         if not self._listening:
             self._listening = True
-            for conn in self._state.ready():
+            for conn in self._state.ready(anyio.current_time()):
                 if conn.group is not None and conn.provider is not None and not conn.forwarding:
                     conn.forwarding = True
                     conn.group.start_soon(self._forward, conn.provider)
