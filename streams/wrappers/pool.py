@@ -224,14 +224,15 @@ class Pool(StreamProvider):
         self._notify()
 
     def remove_endpoint(self, name: str, *, grace: float | None = None) -> None:
-        """Stop sending new streams to *name* and drain its connections (their open streams
-        finish within *grace*). Unknown names are ignored."""
+        """Stop sending new streams to *name* and drain its connections: their open streams
+        may finish within *grace* (``close_grace`` when ``None``). Unknown names are
+        ignored."""
         record = self._state.endpoints.get(name)
         if record is None or record.removed:
             return
         record.removed = True
         for conn in record.connections:
-            self._retire(conn, grace)
+            self._retire(conn, self.options.close_grace if grace is None else grace)
         if not record.connections:
             del self._state.endpoints[name]
         self._notify()
