@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -46,6 +46,9 @@ class AdminState:
     explainer: Callable[[str], Mapping[str, Any]] | None = None
     #: ``/healthz`` answers 200 while this returns ``True``
     healthy: Callable[[], bool] = lambda: True
+    #: ``POST /servers/NAME/kill``: drop a server's connections as a crash would (a
+    #: failure drill); returns ``False`` for an unknown server
+    kill_server: Callable[[str], Awaitable[bool]] | None = None
 
 
 class AdminEndpoint:
@@ -96,7 +99,7 @@ class AdminEndpoint:
                         if event is h11.NEED_DATA:
                             connection.receive_data(await stream.receive(MAX_REQUEST_BYTES))
                         elif isinstance(event, h11.Request):
-                            status, content_type, body = self._respond(event)
+                            status, content_type, body = await self._respond(event)
                             await self._send(stream, connection, status, content_type, body)
                         elif isinstance(event, h11.EndOfMessage):
                             if connection.our_state is not h11.DONE:
@@ -126,16 +129,29 @@ class AdminEndpoint:
         await stream.send(connection.send(h11.Data(data=body)))
         await stream.send(connection.send(h11.EndOfMessage()))
 
-    def _respond(self, request: h11.Request) -> tuple[int, str, bytes]:
-        if request.method != b"GET":
-            return 405, "text/plain", b"only GET\n"
+    async def _respond(self, request: h11.Request) -> tuple[int, str, bytes]:
         target = urlsplit(request.target.decode("ascii", "replace"))
         query = parse_qs(target.query)
+        if request.method == b"POST":
+            return await self._action(target.path)
+        if request.method != b"GET":
+            return 405, "text/plain", b"only GET, and POST for drills\n"
         try:
             return self._route(target.path, query)
         except Exception as exc:
             logger.exception("admin endpoint %s failed", target.path)
             return 500, "text/plain", f"internal error: {type(exc).__name__}\n".encode()
+
+    async def _action(self, path: str) -> tuple[int, str, bytes]:
+        parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "servers" and parts[2] == "kill":
+            if self.state.kill_server is None:
+                return 404, "text/plain", b"this process runs no servers\n"
+            if await self.state.kill_server(parts[1]):
+                logger.warning("admin: server %s killed on request", parts[1])
+                return 200, "text/plain", f"killed {parts[1]}\n".encode()
+            return 404, "text/plain", f"no server {parts[1]!r}\n".encode()
+        return 404, "text/plain", b"not found\n"
 
     def _route(self, path: str, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
         state = self.state

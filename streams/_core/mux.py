@@ -224,6 +224,16 @@ class MuxProvider(StreamProvider):
             if self._host is not None:
                 self._host.cancel()
 
+    async def abort(self, reason: str = "connection aborted") -> None:
+        """Drop the connection at once, as a crash would: no Go Away, no grace. Every
+        stream fails on both sides with :class:`~streams.ConnectionLost`."""
+        self._close_started = True
+        self.fail(ConnectionLost(reason))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(TRANSPORT_CLOSE_TIMEOUT):
+            await self._close_transport()
+        if self._host is not None:
+            self._host.cancel()
+
     async def wait_closed(self) -> None:
         await self._closed_event.wait()
 

@@ -113,6 +113,15 @@ class StreamServer(ABC):
     async def aclose(self, *, grace: float | None = None) -> None:
         """Stop accepting, close every connection gracefully within *grace*."""
 
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: connections are dropped without Go Away, so
+        their peers see errors (a failure drill for failover)."""
+        for provider in self.connections:
+            abort = getattr(provider, "abort", None)
+            if callable(abort):
+                await abort("the server was killed")
+        await self.aclose(grace=0)
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -196,8 +205,10 @@ class ConnectionServer(StreamServer):
         try:
             # serve() rather than accept(): anyio's TLS listener does its handshakes there
             await self._byte_listener.serve(self._serve_connection, self._task_group)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return
+        except* (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # closing the listener ends serve(); a multi-address listener (TCP on every
+            # family) raises that inside an exception group
+            pass
 
     async def _serve_connection(self, byte_stream: anyio.abc.ByteStream) -> None:
         try:

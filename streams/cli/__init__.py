@@ -9,15 +9,18 @@ import sys
 from collections.abc import Sequence
 
 from .._core.errors import ConfigError
-from . import check, echo, probe
+from . import bench, check, echo, explain, probe, run
 
 __all__ = ["main"]
 
 COMMANDS = {
+    "run": run.add_parser,
     "echo": echo.add_parser,
     "probe": probe.add_parser,
     "check": check.add_parser,
     "schema": check.add_schema_parser,
+    "explain": explain.add_parser,
+    "bench": bench.add_parser,
 }
 
 

@@ -38,8 +38,9 @@ _VALIDATOR = jsonschema.Draft202012Validator(TOPOLOGY_SCHEMA)
 _DURATION_FIELDS = {
     "idle_timeout",
     "open_timeout",
-    "reconnect_base",
-    "reconnect_max",
+    "connect_timeout",
+    "backoff_initial",
+    "backoff_max",
     "interval",
     "timeout",
     "base_ejection_time",
@@ -217,7 +218,15 @@ def _to_model(document: Mapping[str, Any], fail: Any, source: str) -> Topology:
             seen[item["name"]] = index
     upstream_names = {item["name"] for item in document.get("upstreams", [])}
 
+    server_names = {item["name"] for item in document.get("servers", [])}
+
     def address(path: PathKey, text: str) -> str:
+        if text.startswith("server:") and path[0] == "upstreams":
+            # an endpoint that is one of this topology's own servers, wherever it listens
+            if text[7:] not in server_names:
+                known = ", ".join(sorted(server_names)) or "none"
+                raise fail(path, f"no server named {text[7:]!r} (servers: {known})")
+            return text
         try:
             return str(Address.parse(text))
         except ConfigError as exc:

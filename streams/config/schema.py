@@ -103,8 +103,9 @@ _UPSTREAM = _object(
                 "idle_timeout": _DURATION,
                 "open_timeout": _DURATION,
                 "max_pending_opens": _COUNT,
-                "reconnect_base": _DURATION,
-                "reconnect_max": _DURATION,
+                "connect_timeout": _DURATION,
+                "backoff_initial": _DURATION,
+                "backoff_max": _DURATION,
             }
         ),
         "balance": _object(
@@ -112,7 +113,7 @@ _UPSTREAM = _object(
                 "policy": {
                     "enum": [
                         "round_robin",
-                        "least_streams",
+                        "least_active",
                         "power_of_two",
                         "random",
                         "weighted_round_robin",

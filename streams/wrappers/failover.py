@@ -103,6 +103,7 @@ class FailoverStream(DelegatingStream):
         self._owner = owner
         self._member = member
         self._done = False
+        self._broken = False
         member.state.active_streams += 1
         owner._active += 1
 
@@ -125,15 +126,22 @@ class FailoverStream(DelegatingStream):
         await self._inner.aclose()
 
     def _failed(self, error: StreamReset | ConnectionLost) -> None:
+        if self._broken:
+            return
         if isinstance(error, StreamReset) and not error.remote:
             return
         if isinstance(error, StreamReset) and error.code == ErrorCode.CANCEL:
             return
+        self._broken = True
         self._owner._record_failure(self._member, error)
 
     def _release(self) -> None:
         if not self._done:
             self._done = True
+            if not self._broken:
+                # a stream that ended without the endpoint failing it: the success that
+                # resets the endpoint's run of failures (an accepted open alone is not)
+                self._member.state.succeeded()
             self._member.state.active_streams -= 1
             self._owner._active -= 1
 
@@ -148,6 +156,8 @@ class Failover(StreamProvider):
         ``(name, provider, weight)``; failover enters and closes the providers
     :param options: health checks, outlier detection, retries, circuit breaking
     :param name: the upstream's name, for errors, events and metrics
+    :param backend_name: the protocol under the endpoints, for labels (by default what the
+        first endpoint's provider reports)
     :param rng: the random generator that splits traffic between groups (seed it in tests)
     """
 
@@ -157,6 +167,7 @@ class Failover(StreamProvider):
         options: FailoverOptions | None = None,
         *,
         name: str = "upstream",
+        backend_name: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.options = options if options is not None else FailoverOptions()
@@ -172,7 +183,8 @@ class Failover(StreamProvider):
             self._groups.append(members)
         if not any(self._groups):
             raise ValueError("failover needs at least one endpoint")
-        self.backend_name = self._groups[0][0].provider.backend_name if self._groups[0] else ""
+        first = next(member for group in self._groups for member in group)
+        self.backend_name = backend_name or first.provider.backend_name
         self._policies: list[Policy] = [make_policy(self.options.policy) for _ in self._groups]
         self._subscribers: list[Callable[[FailoverEvent], None]] = []
         self._exit_stack = AsyncExitStack()
@@ -368,7 +380,6 @@ class Failover(StreamProvider):
                 finally:
                     if retrying:
                         self._retrying -= 1
-                member.state.succeeded()
                 return FailoverStream(stream, self, member)
         finally:
             self._pending -= 1

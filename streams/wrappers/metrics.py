@@ -185,6 +185,12 @@ class StreamMetrics(Collector):
             histogram = series[labels] = _Histogram(self._buckets[family])
         return histogram
 
+    def wrap_inbound(self, stream: Stream, upstream: str, backend: str) -> Stream:
+        """Count *stream*, accepted by a server, as an inbound stream of *upstream*."""
+        labels = (upstream, backend, "inbound", *self.header_value(stream.headers))
+        self.counter(self.opens, (*labels, "accepted")).value += 1
+        return MetricsStream(stream, self, labels)
+
     def add_describer(self, upstream: str, describe: Callable[[], Mapping[str, Any]]) -> None:
         """Report connection and endpoint state from *describe* at every scrape."""
         self._describers.append((upstream, describe))

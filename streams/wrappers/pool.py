@@ -190,18 +190,19 @@ class Pool(StreamProvider):
         return min(measured) if measured else None
 
     async def ping(self) -> float:
-        """Ping the least loaded ready connection and return its round-trip time.
+        """Ping a connection the policy picks (dialling one if there is none) and return its
+        round-trip time: a health check through the pool sees whether the endpoint is
+        reachable, not merely whether a connection happens to be open.
 
-        :raises EndpointsUnavailable: if no connection is ready
+        :raises EndpointsUnavailable: if every endpoint is down
         """
-        ready = [
-            conn for conn in self._state.ready(anyio.current_time()) if conn.provider is not None
-        ]
-        if not ready:
-            raise EndpointsUnavailable(self._state.reasons(anyio.current_time()))
-        conn = min(ready, key=ConnectionRecord.load)
-        assert conn.provider is not None
-        return await conn.provider.ping()
+        conn = self._take()
+        if conn is None:
+            conn = await self._wait_for_room()
+        provider = conn.provider
+        assert provider is not None
+        rtt: float = await provider.ping()
+        return rtt
 
     # -- endpoints -------------------------------------------------------------------------
 

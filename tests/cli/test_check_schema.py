@@ -32,3 +32,12 @@ def test_schema_prints_json_schema() -> None:
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     assert schema["title"] == "streams topology"
+
+
+def test_bench_lists_its_benchmarks() -> None:
+    result = run("bench", "--list")
+    assert result.returncode == 0, result.stderr
+    assert {"framer", "metrics"} <= set(result.stdout.split())
+    result = run("bench", "--only", "nope")
+    assert result.returncode == 2
+    assert "no benchmark nope" in result.stderr

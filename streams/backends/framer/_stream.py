@@ -1,0 +1,128 @@
+"""The framer's stream and its coalescing writer; see :mod:`.driver`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from ..._core.errors import ErrorCode, StreamReset
+from ..._core.headers import Headers
+from ..._core.stream import MuxStream
+from ..._core.transport import OutboundBuffer
+
+if TYPE_CHECKING:
+    from .driver import FramerProvider
+
+__all__ = ["CoalescingBuffer", "FramerStream"]
+
+#: how many turns the writer lets other tasks take while they keep queueing frames
+_COALESCE_TURNS = 6
+#: payloads at least this large are handed to the transport without being joined
+_DIRECT_SEND = 64 * 1024
+#: turns without a new frame after which the writer stops waiting for more
+_QUIET_TURNS = 2
+
+
+class CoalescingBuffer(OutboundBuffer):
+    """An :class:`OutboundBuffer` whose writer, once woken, lets the other ready tasks run
+    while they keep queueing frames before it takes the queue: an open, its data and its
+    end of stream, or an answer and its echo, then leave in one ``send`` (and arrive in
+    one ``receive``) instead of several."""
+
+    async def run(self, on_error: Callable[[BaseException], None]) -> None:
+        try:
+            while True:
+                await self._has_data.wait()
+                # while the ready tasks keep adding frames, let them (a few turns at most)
+                quiet = 0
+                for _ in range(_COALESCE_TURNS):
+                    queued = len(self._chunks)
+                    if not queued or self._closing or self.queued >= self._high_water:
+                        break
+                    await anyio.lowlevel.checkpoint()
+                    quiet = quiet + 1 if len(self._chunks) == queued else 0
+                    if quiet == _QUIET_TURNS:
+                        break
+                if not self._chunks:
+                    if self._closing:
+                        return
+                    self._has_data = anyio.Event()
+                    continue
+                chunks, self._chunks = self._chunks, []
+                self.queued = 0
+                self._has_data = anyio.Event()
+                if self._closing:
+                    self._has_data.set()
+                self._drained.set()
+                # small frames are joined into one send; a large payload is sent as it is,
+                # which costs a send but saves copying it
+                pending: list[bytes | bytearray | memoryview] = []
+                for chunk in chunks:
+                    if len(chunk) < _DIRECT_SEND:
+                        pending.append(chunk)
+                        continue
+                    if pending:
+                        await self._stream.send(b"".join(pending))
+                        pending = []
+                    await self._stream.send(chunk)  # type: ignore[arg-type]
+                if pending:
+                    await self._stream.send(b"".join(pending))
+        except (
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+        ) as exc:
+            self.error = exc
+            self._drained.set()
+            on_error(exc)
+
+
+class FramerStream(MuxStream):
+    """A :class:`MuxStream` that adds the framer's write timeout and buffer accounting."""
+
+    def __init__(self, provider: FramerProvider, *args: Any, **kwargs: Any) -> None:
+        super().__init__(provider, *args, **kwargs)
+        self._provider = provider
+        self._write_scope: anyio.CancelScope | None = None
+        #: the OPEN header block, until it is written
+        self.open_block = b""
+
+    def set_headers(self, headers: Headers) -> None:
+        """Set the opener's headers once its header block arrived."""
+        self._headers = headers
+
+    async def send(self, item: bytes) -> None:
+        timeout = self._provider.settings.write_timeout
+        if timeout is None or not item:
+            await super().send(item)
+            return
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+            self._write_scope = scope
+            try:
+                await super().send(item)
+            finally:
+                self._write_scope = None
+        if scope.cancelled_caught:
+            self._local_reset(ErrorCode.CANCEL)
+            raise StreamReset(ErrorCode.CANCEL, remote=False)
+
+    def progressed(self) -> None:
+        """A send made progress: push the write timeout back."""
+        scope = self._write_scope
+        timeout = self._provider.settings.write_timeout
+        if scope is not None and timeout is not None:
+            scope.deadline = anyio.current_time() + timeout
+
+    def on_window_update(self, increment: int) -> None:
+        super().on_window_update(increment)
+        if self._write_scope is not None:
+            self.progressed()
+
+    def _take(self, max_bytes: int) -> bytes:
+        data = super()._take(max_bytes)
+        self._provider.consumed(len(data))
+        return data

@@ -1,0 +1,571 @@
+"""The framer's anyio driver: runs the codec on any anyio byte stream.
+
+One reader task reads the transport in large chunks and feeds the codec; one writer task
+(:class:`~streams._core.transport.OutboundBuffer`) writes what the streams queued, in
+batches; a keepalive task pings. Everything else is :class:`MuxProvider` and
+:class:`MuxStream`, which this module maps onto frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+
+from ..._core.errors import (
+    ConnectionLost,
+    ErrorCode,
+    GoingAway,
+    ProtocolError,
+    StreamRejected,
+)
+from ..._core.flow import FlowControlViolation
+from ..._core.headers import Headers
+from ..._core.mux import MuxProvider
+from ..._core.stream import AcceptState, MuxStream
+from ._stream import CoalescingBuffer, FramerStream
+from .codec import (
+    ACK,
+    FIN,
+    INITIAL_WINDOW,
+    RST,
+    SYN,
+    BlockKind,
+    DataReceived,
+    FrameDecoder,
+    FramerProtocolError,
+    GoAwayCode,
+    GoAwayReceived,
+    HeaderBlock,
+    HeaderBlockReader,
+    PingReceived,
+    WindowUpdated,
+    encode_data_header,
+    encode_go_away,
+    encode_header_block,
+    encode_ping,
+    encode_window_update,
+)
+from .config import FramerSettings
+
+__all__ = ["FramerProvider", "FramerStream"]
+
+logger = logging.getLogger("streams.framer")
+
+_GO_AWAY_CODES = {
+    GoAwayCode.NORMAL: ErrorCode.NO_ERROR,
+    GoAwayCode.PROTOCOL_ERROR: ErrorCode.PROTOCOL_ERROR,
+    GoAwayCode.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
+}
+_OPENING = (BlockKind.OPEN,)
+_ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
+
+
+class FramerProvider(MuxProvider):
+    """One framer connection over *transport*.
+
+    :param transport: the byte stream to run on (TCP, TLS, Unix socket, memory)
+    :param client: ``True`` on the side that dialled (it opens odd stream ids)
+    :param raw: plain yamux, without header blocks
+    :param settings: the connection's settings
+    """
+
+    backend_name = "framer"
+    settings: FramerSettings
+
+    def __init__(
+        self,
+        transport: anyio.abc.ByteStream,
+        *,
+        client: bool,
+        raw: bool = False,
+        settings: FramerSettings | None = None,
+    ) -> None:
+        settings = settings if settings is not None else FramerSettings()
+        super().__init__(settings)
+        self.settings = settings
+        self.raw = raw
+        self._transport = transport
+        self._decoder = FrameDecoder(client=client, max_data_length=settings.max_receive_window)
+        self._out = CoalescingBuffer(transport, high_water=settings.write_buffer)
+        self._writer_done = anyio.Event()
+        self._reader_scope = anyio.CancelScope()
+        self._reader_done = anyio.Event()
+        #: streams whose peer's header block has not fully arrived
+        self._readers: dict[int, HeaderBlockReader] = {}
+        #: streams the peer opened whose OPEN block is still arriving (not yet dispatched)
+        self._announced: dict[int, FramerStream] = {}
+        self._pings: dict[int, anyio.Event] = {}
+        self._next_ping = 1
+        self._buffered = 0
+        self._room: anyio.Event | None = None
+        self._transport_closing = False
+        self.last_activity = anyio.current_time()
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    async def _start(self, task_group: TaskGroup) -> None:
+        task_group.start_soon(self._write_loop)
+        task_group.start_soon(self._read_loop)
+        if self.settings.keepalive_interval is not None:
+            task_group.start_soon(self._keepalive)
+        if self.settings.idle_timeout is not None:
+            task_group.start_soon(self._idle_watch)
+        await anyio.lowlevel.checkpoint()
+
+    async def _write_loop(self) -> None:
+        try:
+            await self._out.run(self._write_failed)
+        finally:
+            self._writer_done.set()
+
+    def _write_failed(self, error: BaseException) -> None:
+        self._lost(ConnectionLost(f"writing to the connection failed: {error}"))
+
+    async def _read_loop(self) -> None:
+        try:
+            with self._reader_scope:
+                await self._read()
+        finally:
+            self._reader_done.set()
+
+    async def _read(self) -> None:
+        receive = self._transport.receive
+        read_size = self.settings.read_size
+        decoder = self._decoder
+        while True:
+            try:
+                data = await receive(read_size)
+            except anyio.EndOfStream:
+                self._lost(self._going_away or ConnectionLost("the peer closed the connection"))
+                return
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                self._lost(ConnectionLost(f"the connection broke: {exc!r}"))
+                return
+            try:
+                for event in decoder.receive_data(data):
+                    if isinstance(event, DataReceived):
+                        self._on_data(event)
+                    else:
+                        self._on_control(event)
+            except FramerProtocolError as exc:
+                self._protocol_failure(exc)
+                return
+            if self._buffered > self.settings.max_connection_buffer:
+                await self._wait_for_room()
+
+    async def _keepalive(self) -> None:
+        interval = self.settings.keepalive_interval
+        assert interval is not None
+        while True:
+            try:
+                await self.ping()
+            except (ConnectionLost, anyio.ClosedResourceError):
+                return
+            await anyio.sleep(interval)
+
+    async def _idle_watch(self) -> None:
+        timeout = self.settings.idle_timeout
+        assert timeout is not None
+        while not self.is_closing:
+            idle_for = anyio.current_time() - self.last_activity
+            if not self.streams and not self._announced and idle_for >= timeout:
+                logger.info("closing a framer connection idle for %.1f s", idle_for)
+                await self.aclose(grace=0)
+                return
+            remaining = timeout - idle_for
+            await anyio.sleep(max(0.01, remaining if remaining > 0 else timeout / 4))
+
+    # -- failure and closing -------------------------------------------------------------
+
+    def _lost(self, error: ConnectionLost) -> None:
+        if self._transport_closing:
+            return  # our own close shut the transport
+        self.fail(error)
+        self._out.close()
+        self.task_group.start_soon(self._abort_transport)
+
+    def _protocol_failure(self, exc: FramerProtocolError) -> None:
+        code = ErrorCode.FLOW_CONTROL_ERROR if exc.flow_control else ErrorCode.PROTOCOL_ERROR
+        logger.warning("framer peer broke the protocol: %s", exc)
+        self._out.write(encode_go_away(exc.go_away))
+        error = ProtocolError(f"the peer broke the framer protocol: {exc}", code)
+        error.__cause__ = exc
+        self.fail(error)
+        self._out.close()
+        self.task_group.start_soon(self._abort_transport)
+
+    def fail(self, error: ConnectionLost) -> None:
+        super().fail(error)
+        for event in self._pings.values():
+            event.set()
+        announced, self._announced = self._announced, {}
+        for stream in announced.values():
+            stream.on_connection_lost(error)
+        if self._room is not None:
+            self._room.set()
+
+    async def _stop_io(self, *, graceful: bool = False) -> None:
+        # the reader should leave before the transport closes under it: anyio's Unix socket
+        # streams on asyncio can fail with InvalidStateError when a waiting receive is
+        # cancelled or closed. On a graceful close, half-close the transport and let the
+        # peer's close end the reader; cancel it only if that does not happen soon.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+            await self._writer_done.wait()
+        if graceful and not self._reader_done.is_set():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+                try:
+                    await self._transport.send_eof()
+                except (
+                    NotImplementedError,
+                    OSError,
+                    anyio.BrokenResourceError,
+                    anyio.ClosedResourceError,
+                ):
+                    pass
+                else:
+                    await self._reader_done.wait()
+        self._reader_scope.cancel()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+            await self._reader_done.wait()
+
+    async def _abort_transport(self) -> None:
+        await self._stop_io()
+        await anyio.aclose_forcefully(self._transport)
+
+    async def _close_transport(self) -> None:
+        self._out.close()
+        self._transport_closing = True
+        await self._stop_io(graceful=True)
+        try:
+            await self._transport.aclose()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await anyio.aclose_forcefully(self._transport)
+
+    # -- connection buffer ---------------------------------------------------------------
+
+    def consumed(self, size: int) -> None:
+        """The application read *size* buffered bytes."""
+        self._buffered -= size
+        room = self._room
+        if room is not None and self._buffered <= self.settings.max_connection_buffer:
+            self._room = None
+            room.set()
+
+    async def _wait_for_room(self) -> None:
+        limit = self.settings.max_connection_buffer
+        while self._failure is None:
+            # streams closed with unread data are not reported; recount
+            self._buffered = sum(stream.buffered for stream in self.streams.values())
+            if self._buffered <= limit:
+                return
+            room = self._room = anyio.Event()
+            with anyio.move_on_after(0.1):
+                await room.wait()
+
+    # -- ping ----------------------------------------------------------------------------
+
+    async def ping(self) -> float:
+        """Measure the round-trip time with a Ping; it also updates :attr:`rtt`.
+
+        :raises ~streams.ConnectionLost: if the connection failed, or the ping went
+            unanswered for ``ping_timeout`` (the connection is then failed too)
+        """
+        self.check_can_ping()
+        opaque = self._next_ping
+        self._next_ping = (opaque + 1) & 0xFFFFFFFF
+        event = self._pings[opaque] = anyio.Event()
+        started = anyio.current_time()
+        self._out.write(encode_ping(opaque))
+        timeout = self.settings.ping_timeout
+        try:
+            with anyio.fail_after(timeout):
+                await event.wait()
+        except TimeoutError:
+            error = ConnectionLost(f"the peer did not answer a ping within {timeout} s")
+            self._lost(error)
+            raise error from None
+        finally:
+            self._pings.pop(opaque, None)
+        if self._failure is not None:
+            raise self._failure
+        rtt = self._rtt = anyio.current_time() - started
+        return rtt
+
+    def check_can_ping(self) -> None:
+        """Raise why no ping can be sent now, if there is a reason."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closed_locally or self.is_closed:
+            raise ConnectionLost("the connection is closed")
+
+    # -- frames in -----------------------------------------------------------------------
+
+    def _new_stream(self, stream_id: int, headers: Headers, *, local: bool) -> FramerStream:
+        settings = self.settings
+        return FramerStream(
+            self,
+            stream_id,
+            headers,
+            local=local,
+            send_window=INITIAL_WINDOW,
+            receive_window=settings.receive_window,
+            max_receive_window=settings.max_receive_window,
+            max_frame=settings.max_frame_size,
+        )
+
+    def _remote_open(self, stream_id: int) -> None:
+        stream = self._new_stream(stream_id, Headers(), local=False)
+        self.last_activity = anyio.current_time()
+        if self.settings.receive_window > INITIAL_WINDOW:
+            # the stream's ReceiveWindow already counts the larger window: grant it
+            self._out.write(
+                encode_window_update(stream_id, self.settings.receive_window - INITIAL_WINDOW)
+            )
+        if self.raw:
+            self.incoming(stream)
+        else:
+            self._announced[stream_id] = stream
+            self._readers[stream_id] = HeaderBlockReader(_OPENING, self.settings.max_header_block)
+
+    def _find(self, stream_id: int) -> FramerStream | None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return self._announced.get(stream_id)
+        assert isinstance(stream, FramerStream)
+        return stream
+
+    def _on_data(self, event: DataReceived) -> None:
+        flags = event.flags
+        stream_id = event.stream_id
+        if flags & SYN:
+            self._remote_open(stream_id)
+        stream = self._find(stream_id)
+        if stream is None:
+            return  # finished here; the frame crossed our reset or rejection
+        data = event.data
+        if flags & ACK and self.raw:
+            stream.on_accepted(Headers())
+        if self._readers and stream_id in self._readers:
+            data = self._header_bytes(stream, data, flags)
+            if stream.finished:
+                return
+        if data:
+            try:
+                stream.on_data(data)
+            except FlowControlViolation as exc:
+                raise FramerProtocolError(str(exc), flow_control=True) from exc
+            self._buffered += len(data)
+        if flags & (FIN | RST):
+            self._end_flags(stream, flags, ErrorCode.CANCEL)
+
+    def _header_bytes(self, stream: FramerStream, data: bytes, flags: int) -> bytes:
+        """Feed the peer's header block; return the stream data that follows it."""
+        window = stream.receive_window
+        try:
+            window.on_data(len(data))
+        except FlowControlViolation as exc:
+            raise FramerProtocolError(str(exc), flow_control=True) from exc
+        block, rest = self._readers[stream.stream_id].feed(data)
+        used = len(data) - len(rest)
+        increment = window.on_consumed(used)
+        if block is None:
+            if flags & FIN:
+                raise FramerProtocolError(f"stream {stream.stream_id} ended before its headers")
+            if increment:
+                self.write_window_update(stream, increment)
+            return b""
+        del self._readers[stream.stream_id]
+        # the bytes after the block are counted again by stream.on_data
+        window.available += len(rest)
+        if increment:
+            self.write_window_update(stream, increment)
+        headers = Headers(block.headers)
+        if block.kind == BlockKind.OPEN:
+            stream.set_headers(headers)
+            del self._announced[stream.stream_id]
+            self.incoming(stream)
+        elif block.kind == BlockKind.ACCEPT:
+            stream.on_accepted(headers)
+        else:
+            stream.on_rejected(
+                StreamRejected(
+                    headers,
+                    block.reason or "rejected by the peer",
+                    code=block.code,
+                    retryable=block.retryable,
+                )
+            )
+        return rest
+
+    def _end_flags(self, stream: FramerStream, flags: int, reset_code: int) -> None:
+        if flags & FIN:
+            stream.on_eof()
+        if flags & RST:
+            if self.raw and stream.local and stream.accept_state is AcceptState.PENDING:
+                stream.on_rejected(
+                    StreamRejected(Headers(), "refused by the peer (reset)", retryable=True)
+                )
+            else:
+                stream.on_reset(reset_code)
+        if stream.stream_id in self._announced and stream.finished:
+            self._drop_announced(stream)
+
+    def _on_control(self, event: WindowUpdated | PingReceived | GoAwayReceived) -> None:
+        if type(event) is WindowUpdated:
+            flags = event.flags
+            stream_id = event.stream_id
+            if flags & SYN:
+                self._remote_open(stream_id)
+            stream = self._find(stream_id)
+            if stream is None:
+                return
+            if flags & ACK and self.raw:
+                stream.on_accepted(Headers())
+            if flags & RST:
+                code = ErrorCode.CANCEL if self.raw else event.increment
+                self._end_flags(stream, flags, code)
+                return
+            if event.increment:
+                try:
+                    stream.on_window_update(event.increment)
+                except FlowControlViolation as exc:
+                    raise FramerProtocolError(str(exc), flow_control=True) from exc
+            if flags & FIN:
+                if stream_id in self._readers:
+                    raise FramerProtocolError(f"stream {stream_id} ended before its headers")
+                self._end_flags(stream, flags, ErrorCode.CANCEL)
+        elif type(event) is PingReceived:
+            if event.ack:
+                waiter = self._pings.get(event.opaque)
+                if waiter is not None:
+                    waiter.set()
+            else:
+                self._out.write(encode_ping(event.opaque, ack=True))
+        elif type(event) is GoAwayReceived:
+            code = _GO_AWAY_CODES[event.code]
+            self.on_goaway(GoingAway(f"the peer is going away ({code.name})", code=code))
+
+    def _drop_announced(self, stream: FramerStream) -> None:
+        self._announced.pop(stream.stream_id, None)
+        self._readers.pop(stream.stream_id, None)
+
+    # -- frames out ----------------------------------------------------------------------
+
+    def create_local_stream(self, headers: Headers) -> MuxStream:
+        block = b""
+        if not self.raw:
+            try:
+                block = encode_header_block(
+                    HeaderBlock(kind=BlockKind.OPEN, headers=tuple(headers.items())),
+                    self.settings.max_header_block,
+                )
+            except ValueError as exc:
+                raise ValueError(f"cannot send these headers: {exc}") from None
+        try:
+            stream_id = self._decoder.allocate_stream_id()
+        except FramerProtocolError as exc:
+            raise ConnectionLost(str(exc)) from None
+        stream = self._new_stream(stream_id, headers, local=True)
+        if block:
+            stream.adjust_send_window(-len(block))
+            self._readers[stream_id] = HeaderBlockReader(_ANSWERS, self.settings.max_header_block)
+        stream.open_block = block
+        return stream
+
+    async def write_open(self, stream: MuxStream) -> None:
+        assert isinstance(stream, FramerStream)
+        block, stream.open_block = stream.open_block, b""
+        stream_id = stream.stream_id
+        if block:
+            self._out.write(encode_data_header(stream_id, len(block), SYN), block)
+            extra = self.settings.receive_window - INITIAL_WINDOW
+            if extra:
+                self._out.write(encode_window_update(stream_id, extra))
+        else:
+            extra = self.settings.receive_window - INITIAL_WINDOW
+            self._out.write(encode_window_update(stream_id, extra, SYN))
+        self.last_activity = anyio.current_time()
+        await self._out.drain()
+
+    def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
+        if self.raw:
+            self._out.write(encode_window_update(stream.stream_id, 0, ACK))
+            return
+        try:
+            block = encode_header_block(
+                HeaderBlock(kind=BlockKind.ACCEPT, headers=tuple(response_headers.items())),
+                self.settings.max_header_block,
+            )
+        except ValueError as exc:
+            logger.warning("stream %s: cannot send its response headers: %s", stream.stream_id, exc)
+            block = encode_header_block(HeaderBlock(kind=BlockKind.ACCEPT))
+            self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
+            stream.on_reset(ErrorCode.INTERNAL_ERROR)
+            self.write_reset(stream, ErrorCode.INTERNAL_ERROR)
+            return
+        stream.adjust_send_window(-len(block))
+        self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
+
+    def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
+        stream_id = stream.stream_id
+        self._readers.pop(stream_id, None)
+        if self.raw:
+            self._out.write(encode_window_update(stream_id, 0, RST))
+            return
+        refusal = HeaderBlock(
+            kind=BlockKind.REJECT,
+            headers=tuple(rejection.response_headers.items()),
+            code=int(rejection.code),
+            reason=rejection.reason,
+            retryable=rejection.retryable,
+        )
+        try:
+            block = encode_header_block(refusal, self.settings.max_header_block)
+        except ValueError as exc:
+            logger.warning("stream %s: cannot send its refusal's headers: %s", stream_id, exc)
+            block = encode_header_block(HeaderBlock(kind=BlockKind.REJECT, code=refusal.code))
+        self._out.write(encode_data_header(stream_id, len(block), ACK | RST), block)
+
+    async def write_data(self, stream: MuxStream, data: memoryview) -> None:
+        # bytes are immutable, so a view of them can wait in the queue without a copy
+        payload = data if isinstance(data.obj, bytes) else bytes(data)
+        self._out.write(encode_data_header(stream.stream_id, len(data)), payload)
+        if self._out.queued > self.settings.write_buffer:
+            await self._out.drain()
+            if self._failure is not None:
+                raise self._failure
+            assert isinstance(stream, FramerStream)
+            stream.progressed()
+        else:
+            await anyio.lowlevel.checkpoint()
+
+    def write_eof(self, stream: MuxStream) -> None:
+        self._out.write(encode_window_update(stream.stream_id, 0, FIN))
+
+    def write_reset(self, stream: MuxStream, code: int) -> None:
+        self._readers.pop(stream.stream_id, None)
+        self._out.write(encode_window_update(stream.stream_id, 0 if self.raw else int(code), RST))
+
+    def write_window_update(self, stream: MuxStream, increment: int) -> None:
+        self._out.write(encode_window_update(stream.stream_id, increment))
+
+    def write_goaway(self) -> None:
+        self._out.write(encode_go_away(GoAwayCode.NORMAL))
+
+    def stream_finished(self, stream: MuxStream) -> None:
+        self.last_activity = anyio.current_time()
+        if self._readers:
+            self._readers.pop(stream.stream_id, None)
+        if stream.stream_id in self._announced:
+            self._announced.pop(stream.stream_id, None)
+            return
+        super().stream_finished(stream)
+
+    def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._transport.extra_attributes
