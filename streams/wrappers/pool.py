@@ -13,6 +13,7 @@ See ``docs/pool.md`` for the options and how the policies behave.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -267,6 +268,31 @@ class Pool(StreamProvider):
             "resolver_error": self._state.resolve_error,
             "endpoints": self._state.describe(anyio.current_time()),
         }
+
+    def explain(self) -> dict[str, Any]:
+        """Where the next stream would go and why, as plain data, without opening it (the
+        policy decides on a copy of its state, so the real next pick is not consumed)."""
+        policy = self._state.policy
+        self._state.policy = copy.deepcopy(policy)
+        try:
+            plan = self._state.plan(anyio.current_time)
+        finally:
+            self._state.policy = policy
+        result: dict[str, Any] = {"policy": policy.name}
+        if plan.use is not None:
+            result["decision"] = "use"
+            result["connection"] = plan.use.id
+            result["endpoint"] = plan.use.endpoint.name
+            result["active_streams"] = plan.use.load()
+        elif plan.error is not None:
+            result["decision"] = "fail"
+            result["error"] = str(plan.error)
+        else:
+            result["decision"] = "wait"
+            result["why"] = "every connection is full or still connecting"
+        if plan.dial is not None:
+            result["dial"] = plan.dial.name
+        return result
 
     # -- opening ---------------------------------------------------------------------------
 

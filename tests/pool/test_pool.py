@@ -436,3 +436,23 @@ async def test_a_peer_that_drops_every_connection_at_once_meets_a_growing_backof
             (endpoint,) = pool.describe()["endpoints"]
             assert "the peer ended a connection after" in endpoint["last_error"]
             await wait_for(lambda: connections(pool)[address] == 1, within=2)
+
+
+async def test_explain_tells_the_next_pick_without_taking_it() -> None:
+    a, b = unique("explain-a"), unique("explain-b")
+    options = PoolOptions(min_connections=1)
+    with anyio.fail_after(10):
+        async with (
+            farm(a, b),
+            Pool([dial(a), dial(b)], options=options, policy="round_robin") as pool,
+        ):
+            await wait_for(lambda: connections(pool) == {a: 1, b: 1})
+            first = pool.explain()
+            assert first["decision"] == "use"
+            assert pool.explain() == first  # explaining consumed nothing
+            stream = await pool.open_stream()
+            assert stream.response_headers is not None
+            assert stream.response_headers["x-server"] == first["endpoint"]
+            assert pool.explain()["endpoint"] != first["endpoint"]
+            await stream.aclose()
+        assert pool.explain()["decision"] == "fail"
