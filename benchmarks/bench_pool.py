@@ -5,8 +5,10 @@ against the same backend unwrapped, measured in one run as back-to-back sample p
 
 The memory backend always runs; the framer over TCP on loopback runs too when
 ``streams.backends.framer`` is installed. The figure that matters is the ratio: the median
-over the pairs of the pool's rate divided by the unwrapped rate (1.0: the pool costs
-nothing; 0.95: it costs 5 percent).
+over the rounds of the pool's rate divided by the unwrapped rate (1.0: the pool costs
+nothing; 0.95: it costs 5 percent). "same conn" divides by the pool's own connection used
+directly instead, which removes the difference between two connections and leaves the
+wrapper's cost alone.
 """
 
 from __future__ import annotations
@@ -37,15 +39,21 @@ CHUNK = b"b" * 65536
 
 @dataclass
 class Result:
-    """One scenario on one backend: the median of each side's samples, and the median of
-    the per-pair ratios (pool over unwrapped)."""
+    """One scenario on one backend: medians of each side's samples and of the per-round
+    ratios."""
 
     backend: str
     scenario: str
     unit: str
+    #: the backend unwrapped, on a connection of its own
     baseline: float
+    #: through the pool
     pool: float
+    #: pool over baseline
     ratio: float
+    #: pool over the pool's own connection used directly: the wrapper's cost alone, free of
+    #: the differences between two connections
+    ratio_same_connection: float
 
 
 async def serve_stream(stream: Stream) -> None:
@@ -108,38 +116,47 @@ async def served(backend: Backend, address: str) -> AsyncIterator[str]:
 Measure = Callable[[StreamProvider], Awaitable[float]]
 
 
-async def compare(
-    backend: Backend, address: str, measure: Measure, rounds: int
-) -> tuple[float, float, float]:
-    """Measure the backend alone and through the pool in *rounds* back-to-back pairs, on
-    one connection each; medians of each side and of the per-pair ratios.
-
-    Pairing short samples and taking medians keeps bursts of other load on the machine
-    from landing on one side only.
-    """
-    plain: list[float] = []
-    pooled: list[float] = []
+async def compare(backend: Backend, address: str, measure: Measure, rounds: int) -> Result:
+    """Measure in *rounds* rounds, each running every side back to back in a rotating order:
+    the backend unwrapped on its own connection, the pool, and the pool's connection used
+    directly. Short samples and medians keep bursts of other load on the machine from
+    landing on one side only."""
+    samples: dict[str, list[float]] = {"plain": [], "pool": [], "direct": []}
     ratios: list[float] = []
+    same: list[float] = []
     options = PoolOptions(min_connections=1, idle_timeout=None)
     async with (
         backend.connect(address) as provider,
         Pool([backend.dialer(address)], options=options) as pool,
     ):
         for side in (provider, pool):
-            # one stream first, so that neither side's timing includes dialling
+            # one stream first, so that no timing includes dialling
             await (await side.open_stream()).aclose()
+        sides: dict[str, StreamProvider] = {"plain": provider, "pool": pool}
+        sides["direct"] = _only_connection(pool)
+        order = list(sides)
         for index in range(rounds):
-            # alternate which goes first, so that neither is always the warmer one
-            if index % 2 == 0:
-                a = await measure(provider)
-                b = await measure(pool)
-            else:
-                b = await measure(pool)
-                a = await measure(provider)
-            plain.append(a)
-            pooled.append(b)
-            ratios.append(b / a)
-    return statistics.median(plain), statistics.median(pooled), statistics.median(ratios)
+            got: dict[str, float] = {}
+            for name in order[index % 3 :] + order[: index % 3]:
+                got[name] = await measure(sides[name])
+                samples[name].append(got[name])
+            ratios.append(got["pool"] / got["plain"])
+            same.append(got["pool"] / got["direct"])
+    return Result(
+        backend=backend.name,
+        scenario="",
+        unit="",
+        baseline=statistics.median(samples["plain"]),
+        pool=statistics.median(samples["pool"]),
+        ratio=statistics.median(ratios),
+        ratio_same_connection=statistics.median(same),
+    )
+
+
+def _only_connection(pool: Pool) -> StreamProvider:
+    (connection,) = pool._state.connections()
+    assert connection.provider is not None
+    return connection.provider
 
 
 def backends() -> list[tuple[Backend, str]]:
@@ -159,6 +176,8 @@ def backends() -> list[tuple[Backend, str]]:
 async def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     for backend, address in backends():
+        if args.backend and backend.name not in args.backend:
+            continue
         async with served(backend, address) as where:
             scenarios: list[tuple[str, str, Measure]] = [
                 (
@@ -178,21 +197,23 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 ),
             ]
             for name, unit, measure in scenarios:
-                baseline, pooled, ratio = await compare(backend, where, measure, args.rounds)
-                results.append(Result(backend.name, name, unit, baseline, pooled, ratio))
+                result = await compare(backend, where, measure, args.rounds)
+                result.scenario, result.unit = name, unit
+                results.append(result)
     return results
 
 
 def print_table(results: list[Result]) -> None:
     header = (
-        f"{'backend':8} {'scenario':34} {'unit':10} {'unwrapped':>10} {'pool':>10} {'ratio':>7}"
+        f"{'backend':8} {'scenario':34} {'unit':10} {'unwrapped':>10} {'pool':>10}"
+        f" {'ratio':>7} {'same conn':>9}"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
             f"{r.backend:8} {r.scenario:34} {r.unit:10} {r.baseline:10.1f} {r.pool:10.1f}"
-            f" {r.ratio:7.3f}"
+            f" {r.ratio:7.3f} {r.ratio_same_connection:9.3f}"
         )
 
 
@@ -200,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pool", description=__doc__)
     add_loop_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=("memory", "framer"),
+        help="only this backend (repeatable; default: every one available)",
+    )
     parser.add_argument("--rounds", type=int, default=21, help="sample pairs per scenario")
     parser.add_argument("--streams", type=int, default=500, help="streams per sample")
     parser.add_argument("--workers", type=int, default=16, help="concurrent openers")

@@ -150,7 +150,7 @@ class PoolOptions:
 
 
 def backoff_delay(failures: int, options: PoolOptions, rng: random.Random) -> float:
-    """The wait before dialling an endpoint again after *failures* failed dials in a row:
+    """The wait before dialling an endpoint again after *failures* failures in a row:
     exponential, capped, with jitter (gRPC's connection backoff)."""
     exponent = min(max(failures - 1, 0), 64)
     base = min(options.backoff_max, options.backoff_initial * options.backoff_multiplier**exponent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,12 +19,15 @@ import anyio.abc
 
 from .._core.abc import StreamProvider
 from .._core.errors import ProviderClosed
-from ._pool_config import Endpoint, EndpointsUnavailable, PoolOptions
+from ._pool_config import Endpoint, EndpointsUnavailable, PoolOptions, backoff_delay
 from .balance import Candidate, Policy
 
-__all__ = ["ConnectionRecord", "EndpointRecord", "Plan", "PoolState", "Upkeep"]
+__all__ = ["STABLE_AFTER", "ConnectionRecord", "EndpointRecord", "Plan", "PoolState", "Upkeep"]
 
 ConnectionState = Literal["connecting", "ready", "draining", "closed"]
+
+#: seconds a connection must stay up before its endpoint's failure count is forgotten
+STABLE_AFTER = 1.0
 _ids = itertools.count(1)
 
 
@@ -34,7 +38,8 @@ class EndpointRecord:
         self.spec = endpoint
         self.name = endpoint.name
         self.connections: list[ConnectionRecord] = []
-        #: failed dials in a row (the backoff grows with it; a successful dial resets it)
+        #: failed dials, and connections the peer ended at once, in a row (the backoff grows
+        #: with it; a connection that stays up for STABLE_AFTER seconds resets it)
         self.failures = 0
         #: connections opened, and dials or connections that failed, since the start
         self.opened = 0
@@ -56,6 +61,11 @@ class ConnectionRecord:
         self.endpoint = endpoint
         self.started = now
         self.idle_since = now
+        self.ready_at = now
+        # closed by the pool's own decision (idle, removed, closing, dead), not by the peer
+        self.retired_by_pool = False
+        # the peer ended it before it was stable, and the endpoint was charged for it
+        self.charged = False
         self.provider: StreamProvider | None = None
         self.state: ConnectionState = "connecting"
         self.retire = anyio.Event()
@@ -68,11 +78,6 @@ class ConnectionRecord:
         self.scope: anyio.CancelScope | None = None
         self.group: anyio.abc.TaskGroup | None = None
         self.forwarding = False
-
-    def refresh(self) -> None:
-        """Notice a Go Away or a dead connection that arrived between events."""
-        if self.state == "ready" and self.provider is not None and self.provider.is_closing:
-            self.state = "draining"
 
     def load(self) -> int:
         """Streams open here, counting opens under way.
@@ -119,9 +124,10 @@ class Upkeep:
 class PoolState:
     """The endpoints, their connections, and the decisions over them."""
 
-    def __init__(self, options: PoolOptions, policy: Policy) -> None:
+    def __init__(self, options: PoolOptions, policy: Policy, rng: random.Random) -> None:
         self.options = options
         self.policy = policy
+        self.rng = rng
         self.endpoints: dict[str, EndpointRecord] = {}
         self.closing = False
         #: callers waiting for room
@@ -130,15 +136,38 @@ class PoolState:
         self.resolved_once = True
         self.resolve_error: str | None = None
 
+    def refresh(self, conn: ConnectionRecord, clock: Callable[[], float]) -> None:
+        """Notice a Go Away or a dead connection that arrived between events."""
+        provider = conn.provider
+        if conn.state == "ready" and provider is not None and provider.is_closing:
+            conn.state = "draining"
+            if not conn.retired_by_pool:
+                self.ended_by_peer(conn, clock(), "went away")
+
+    def ended_by_peer(self, conn: ConnectionRecord, now: float, why: str) -> None:
+        """The peer ended *conn* (Go Away, close, failure). If it carried no stream and had
+        not been up for :data:`STABLE_AFTER` seconds, the endpoint backs off as after a
+        failed dial, so a peer that accepts and drops every connection is not dialled in a
+        tight loop. (A connection that carried streams is not charged: a graceful Go Away
+        must not keep the replacement waiting.)"""
+        lived = now - conn.ready_at
+        if conn.charged or conn.uses or lived >= STABLE_AFTER:
+            return
+        conn.charged = True
+        record = conn.endpoint
+        record.failures += 1
+        record.last_error = f"the peer ended a connection after {lived:.3f} s ({why})"
+        record.retry_at = now + backoff_delay(record.failures, self.options, self.rng)
+
     def connections(self) -> list[ConnectionRecord]:
         """Every connection, in every state."""
         return [conn for record in self.endpoints.values() for conn in record.connections]
 
-    def ready(self) -> list[ConnectionRecord]:
+    def ready(self, now: float) -> list[ConnectionRecord]:
         """The connections that take new streams."""
         found = []
         for conn in self.connections():
-            conn.refresh()
+            self.refresh(conn, lambda: now)
             if conn.state == "ready":
                 found.append(conn)
         return found
@@ -180,7 +209,7 @@ class PoolState:
                     provider = conn.provider
                     assert provider is not None
                     if provider.is_closing:
-                        conn.state = "draining"
+                        self.refresh(conn, clock)
                         continue
                     live += 1
                     any_ready = True
@@ -242,9 +271,16 @@ class PoolState:
                 continue
             live = len(record.live())
             for conn in record.connections:
-                conn.refresh()
+                self.refresh(conn, lambda: now)
                 if conn.provider is None or conn.state == "closed":
                     continue
+                if (
+                    record.failures
+                    and conn.state == "ready"
+                    and now - conn.ready_at >= STABLE_AFTER
+                ):
+                    record.failures = 0
+                    record.last_error = None
                 if conn.load() > 0 or conn.uses != conn.seen_uses:
                     conn.seen_uses = conn.uses
                     conn.idle_since = now
@@ -285,7 +321,7 @@ class PoolState:
             if record.failures:
                 wait = max(record.retry_at - now, 0.0)
                 reasons[record.name] = (
-                    f"{record.failures} failed dials, last: {record.last_error};"
+                    f"{record.failures} failures in a row, last: {record.last_error};"
                     f" next try in {wait:.2f} s"
                 )
             elif self.options.max_connections is not None:
@@ -305,7 +341,7 @@ class PoolState:
             open_now = streams = 0
             rtts: list[float] = []
             for conn in record.connections:
-                conn.refresh()
+                self.refresh(conn, lambda: now)
                 provider = conn.provider
                 if provider is not None:
                     open_now += 1

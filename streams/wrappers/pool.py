@@ -13,6 +13,7 @@ See ``docs/pool.md`` for the options and how the policies behave.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -100,10 +101,10 @@ class Pool(StreamProvider):
             raise ConfigError("a resolver needs make_dialer", path="make_dialer")
         self.options = options if options is not None else PoolOptions()
         self.policy = make_policy(policy)
-        self._state = PoolState(self.options, self.policy)
+        self._rng = rng if rng is not None else random.Random()
+        self._state = PoolState(self.options, self.policy, self._rng)
         self._resolver = resolver
         self._make_dialer = make_dialer
-        self._rng = rng if rng is not None else random.Random()
         # address from the resolver -> the endpoint name its dialer gave
         self._discovered: dict[str, str] = {}
         self._state.resolved_once = resolver is None
@@ -225,14 +226,15 @@ class Pool(StreamProvider):
         self._notify()
 
     def remove_endpoint(self, name: str, *, grace: float | None = None) -> None:
-        """Stop sending new streams to *name* and drain its connections (their open streams
-        finish within *grace*). Unknown names are ignored."""
+        """Stop sending new streams to *name* and drain its connections: their open streams
+        may finish within *grace* (``close_grace`` when ``None``). Unknown names are
+        ignored."""
         record = self._state.endpoints.get(name)
         if record is None or record.removed:
             return
         record.removed = True
         for conn in record.connections:
-            self._retire(conn, grace)
+            self._retire(conn, self.options.close_grace if grace is None else grace)
         if not record.connections:
             del self._state.endpoints[name]
         self._notify()
@@ -267,6 +269,31 @@ class Pool(StreamProvider):
             "endpoints": self._state.describe(anyio.current_time()),
         }
 
+    def explain(self) -> dict[str, Any]:
+        """Where the next stream would go and why, as plain data, without opening it (the
+        policy decides on a copy of its state, so the real next pick is not consumed)."""
+        policy = self._state.policy
+        self._state.policy = copy.deepcopy(policy)
+        try:
+            plan = self._state.plan(anyio.current_time)
+        finally:
+            self._state.policy = policy
+        result: dict[str, Any] = {"policy": policy.name}
+        if plan.use is not None:
+            result["decision"] = "use"
+            result["connection"] = plan.use.id
+            result["endpoint"] = plan.use.endpoint.name
+            result["active_streams"] = plan.use.load()
+        elif plan.error is not None:
+            result["decision"] = "fail"
+            result["error"] = str(plan.error)
+        else:
+            result["decision"] = "wait"
+            result["why"] = "every connection is full or still connecting"
+        if plan.dial is not None:
+            result["dial"] = plan.dial.name
+        return result
+
     # -- opening ---------------------------------------------------------------------------
 
     async def open_stream(
@@ -296,7 +323,7 @@ class Pool(StreamProvider):
                 # a Go Away or a refusal that came first: the peer processed nothing
                 if not exc.retryable or attempt >= _OPEN_RETRIES or self._state.closing:
                     raise
-                conn.refresh()
+                self._state.refresh(conn, anyio.current_time)
             finally:
                 conn.reserved -= 1
                 if self._state.waiting:
@@ -369,6 +396,8 @@ class Pool(StreamProvider):
             conn.scope.cancel()
         if conn.state != "closed":
             conn.grace = grace
+            if not conn.retire.is_set():
+                conn.retired_by_pool = True
             if conn.state == "ready":
                 conn.state = "draining"
             conn.retire.set()
@@ -398,11 +427,10 @@ class Pool(StreamProvider):
         self.backend_name = provider.backend_name
         if conn.state == "connecting":
             conn.state = "ready"
-        conn.idle_since = anyio.current_time()
-        record.failures = 0
+        conn.idle_since = conn.ready_at = anyio.current_time()
+        # the failure count is reset once the connection proves stable (see upkeep), so a
+        # peer that accepts and drops connections at once still meets a growing backoff
         record.opened += 1
-        record.last_error = None
-        record.retry_at = 0.0
         self._emit(ConnectionEvent(kind="opened", endpoint=record.name, connection=conn.id))
         self._notify()
         async with anyio.create_task_group() as group:
@@ -460,12 +488,15 @@ class Pool(StreamProvider):
             and self._state.endpoints.get(record.name) is record
         ):
             del self._state.endpoints[record.name]
+        now = anyio.current_time()
         if was_open:
             failure = getattr(conn.provider, "failure", None)
             if isinstance(failure, GoingAway):
                 failure = None
             if failure is not None:
                 record.failures_total += 1
+            if not conn.retired_by_pool:
+                self._state.ended_by_peer(conn, now, str(failure or "closed"))
             self._emit(
                 ConnectionEvent(
                     kind="closed", endpoint=record.name, connection=conn.id, error=failure or error
@@ -476,7 +507,7 @@ class Pool(StreamProvider):
             record.failures_total += 1
             record.last_error = str(error) or type(error).__name__
             delay = backoff_delay(record.failures, self.options, self._rng)
-            record.retry_at = anyio.current_time() + delay
+            record.retry_at = now + delay
             logger.info("dial to %s failed (%s); next try in %.2f s", record.name, error, delay)
             self._emit(
                 ConnectionEvent(
@@ -500,7 +531,7 @@ class Pool(StreamProvider):
             merged.end(ProviderClosed("pool is closed"))
         if not self._listening:
             self._listening = True
-            for conn in self._state.ready():
+            for conn in self._state.ready(anyio.current_time()):
                 if conn.group is not None and conn.provider is not None and not conn.forwarding:
                     conn.forwarding = True
                     conn.group.start_soon(self._forward, conn.provider)

@@ -1,5 +1,6 @@
 """The pool's decisions over plain state, without connections or I/O (time is an argument)."""
 
+import random
 from typing import Any
 
 import pytest
@@ -47,7 +48,7 @@ class FakeProvider(StreamProvider):
 
 
 def state(*names: str, policy: Any = None, **options: Any) -> PoolState:
-    pool = PoolState(PoolOptions(**options), policy or LeastActive())
+    pool = PoolState(PoolOptions(**options), policy or LeastActive(), random.Random(1))
     for name in names:
         pool.endpoints[name] = EndpointRecord(Endpoint(dialer=memory.BACKEND.dialer(name)))
     return pool
@@ -123,7 +124,7 @@ async def test_every_endpoint_in_backoff_is_an_error_naming_each() -> None:
     error = pool.plan(clock).error
     assert isinstance(error, EndpointsUnavailable)
     assert set(error.reasons) == {"memory:a", "memory:b"}
-    assert "3 failed dials, last: nothing listens; next try in 1.50 s" in str(error)
+    assert "3 failures in a row, last: nothing listens; next try in 1.50 s" in str(error)
     pool.closing = True
     assert isinstance(pool.plan(clock).error, ProviderClosed)
 

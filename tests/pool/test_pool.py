@@ -381,7 +381,8 @@ async def test_every_endpoint_down_is_one_error_naming_each_and_why() -> None:
             assert len(events) == dials
     assert set(caught.value.reasons) == {a, b}
     for address in (a, b):
-        assert f"{address}: 1 failed dials, last: nothing listens on {address}" in str(caught.value)
+        reason = f"{address}: 1 failures in a row, last: nothing listens on {address}"
+        assert reason in str(caught.value)
     assert caught.value.retryable
     assert [event.kind for event in events] == ["failed", "failed"]
 
@@ -409,3 +410,49 @@ async def test_describe_feeds_the_metrics_wrapper() -> None:
             assert sample("streams_connections_active", up) == 1
             assert sample("streams_connections_opened_total", up) == 1
             assert sample("streams_connection_failures_total", down) == 1
+
+
+async def test_a_peer_that_drops_every_connection_at_once_meets_a_growing_backoff() -> None:
+    address = unique("dropper")
+    events: list[ConnectionEvent] = []
+    options = PoolOptions(min_connections=1, backoff_initial=0.05, backoff_max=0.4)
+    with anyio.fail_after(10):
+        async with farm(address) as servers, Pool([dial(address)], options=options) as pool:
+            pool.subscribe(events.append)
+
+            async def drop_every_connection() -> None:
+                while True:
+                    for provider in list(servers.servers[address].connections):
+                        await provider.aclose(grace=0)
+                    await anyio.sleep(0.001)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(drop_every_connection)
+                await anyio.sleep(1.0)
+                group.cancel_scope.cancel()
+            opened = sum(1 for event in events if event.kind == "opened")
+            # backoff 0.05, 0.1, 0.2, 0.4, 0.4 s: a handful of connections, not hundreds
+            assert 2 <= opened <= 8, opened
+            (endpoint,) = pool.describe()["endpoints"]
+            assert "the peer ended a connection after" in endpoint["last_error"]
+            await wait_for(lambda: connections(pool)[address] == 1, within=2)
+
+
+async def test_explain_tells_the_next_pick_without_taking_it() -> None:
+    a, b = unique("explain-a"), unique("explain-b")
+    options = PoolOptions(min_connections=1)
+    with anyio.fail_after(10):
+        async with (
+            farm(a, b),
+            Pool([dial(a), dial(b)], options=options, policy="round_robin") as pool,
+        ):
+            await wait_for(lambda: connections(pool) == {a: 1, b: 1})
+            first = pool.explain()
+            assert first["decision"] == "use"
+            assert pool.explain() == first  # explaining consumed nothing
+            stream = await pool.open_stream()
+            assert stream.response_headers is not None
+            assert stream.response_headers["x-server"] == first["endpoint"]
+            assert pool.explain()["endpoint"] != first["endpoint"]
+            await stream.aclose()
+        assert pool.explain()["decision"] == "fail"
