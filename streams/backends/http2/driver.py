@@ -61,14 +61,22 @@ class Http2Stream(MuxStream):
     :ivar trailers: the trailing header block the peer sent, if it sent one
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, provider: Http2Provider, *args: Any, **kwargs: Any) -> None:
+        super().__init__(provider, *args, **kwargs)
+        self._provider = provider
         self.trailers: Headers | None = None
         #: the request header list, on the side that opened the stream
         self.request: list[tuple[str, str]] = []
         # data bytes that arrived, and those whose connection-level credit went back
         self.data_arrived = 0
         self.data_credited = 0
+
+    def _take(self, max_bytes: int) -> bytes:
+        data = super()._take(max_bytes)
+        # the connection's credit follows every read; the stream's is batched by its window
+        self.data_credited += len(data)
+        self._provider._return_connection_credit(len(data))
+        return data
 
 
 class Http2Provider(MuxProvider):
@@ -401,9 +409,6 @@ class Http2Provider(MuxProvider):
         self._call(
             stream, lambda: self._conn.increment_flow_control_window(increment, stream.stream_id)
         )
-        read = stream.bytes_received - stream.data_credited
-        stream.data_credited += read
-        self._return_connection_credit(read)
 
     def stream_finished(self, stream: MuxStream) -> None:
         super().stream_finished(stream)
@@ -432,8 +437,9 @@ class Http2Provider(MuxProvider):
             return
         self._connection_credit += size
         window = self.h2_settings.connection_window
-        low = self._conn.inbound_flow_control_window <= window // 2
-        if self._connection_credit >= window // 4 or low:
+        # batched, but never so much that the peer runs dry while we sit on credit
+        low = self._conn.inbound_flow_control_window < window // 4
+        if self._connection_credit >= window // 16 or low:
             credit, self._connection_credit = self._connection_credit, 0
             try:
                 self._conn.increment_flow_control_window(credit)
