@@ -11,6 +11,7 @@ from ..._core.errors import ErrorCode, StreamRejected
 from ..._core.headers import Headers
 
 __all__ = [
+    "BODYLESS_METHODS",
     "DEFAULT_REJECT_STATUS",
     "accept_response",
     "is_accepted",
@@ -19,6 +20,8 @@ __all__ = [
     "request_headers",
 ]
 
+#: requests without a body: their HEADERS frame ends the request (END_STREAM)
+BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 #: the status of a rejection whose handler did not choose one
 DEFAULT_REJECT_STATUS = "403"
 #: the status of a rejection because the handler raised

@@ -67,9 +67,16 @@ class Http2Stream(MuxStream):
         self.trailers: Headers | None = None
         #: the request header list, on the side that opened the stream
         self.request: list[tuple[str, str]] = []
+        # END_STREAM went out with the request's HEADERS (a GET or HEAD)
+        self.ended_with_headers = False
         # data bytes that arrived, and those whose connection-level credit went back
         self.data_arrived = 0
         self.data_credited = 0
+
+    def end_with_headers(self) -> None:
+        """Record that the request's HEADERS carried END_STREAM: no more to send."""
+        self.ended_with_headers = True
+        self._write_eof()
 
     def _take(self, max_bytes: int) -> bytes:
         data = super()._take(max_bytes)
@@ -328,7 +335,11 @@ class Http2Provider(MuxProvider):
     async def write_open(self, stream: MuxStream) -> None:
         # synchronous up to here: the id allocated in create_local_stream is still the next
         assert isinstance(stream, Http2Stream)
-        self._conn.send_headers(stream.stream_id, stream.request)
+        # a GET or HEAD has no body, and servers answer it once the request is complete
+        end = stream.request[0][1] in _mapping.BODYLESS_METHODS
+        self._conn.send_headers(stream.stream_id, stream.request, end_stream=end)
+        if end:
+            stream.end_with_headers()
         self._flush()
         await anyio.lowlevel.checkpoint()
 
@@ -398,6 +409,8 @@ class Http2Provider(MuxProvider):
             await self._out.drain()
 
     def write_eof(self, stream: MuxStream) -> None:
+        if isinstance(stream, Http2Stream) and stream.ended_with_headers:
+            return
         self._call(stream, lambda: self._conn.end_stream(stream.stream_id))
 
     def write_reset(self, stream: MuxStream, code: int) -> None:

@@ -39,7 +39,7 @@ func one(client *http.Client, url string, index int, size int) error {
 	request.ContentLength = -1
 	go func() {
 		source := bytes.NewReader(data)
-		chunk := make([]byte, 32*1024)
+		chunk := make([]byte, 256*1024)
 		for {
 			n, err := source.Read(chunk)
 			if n > 0 {
