@@ -6,10 +6,11 @@ import contextlib
 import datetime
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -177,3 +178,65 @@ async def http2_pair(
             await anyio.aclose_forcefully(client_stream)
 
         yield ProviderPair(client=client, server=server, break_connection=break_connection)
+
+
+class RawPeer:
+    """The far end of a connection driven by hand: an h2 state machine on a socket, so a
+    test can send exactly the frames it wants (including broken ones)."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, connection: Any) -> None:
+        self.stream = stream
+        self.conn = connection
+        self.events: list[Any] = []
+
+    async def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            await self.stream.send(data)
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.flush()
+        await self.stream.send(data)
+
+    async def until(self, predicate: Callable[[list[Any]], bool]) -> None:
+        """Read and collect events until *predicate* holds for everything collected."""
+        with anyio.fail_after(5):
+            while not predicate(self.events):
+                data = await self.stream.receive(65536)
+                self.events.extend(self.conn.receive_data(data))
+                await self.flush()
+
+    def count(self, kind: type) -> int:
+        return sum(isinstance(event, kind) for event in self.events)
+
+
+@asynccontextmanager
+async def raw_pair(
+    *,
+    our_side_is_client: bool,
+    settings: Http2Settings | None = None,
+    peer_settings: dict[int, int] | None = None,
+    send_preface: bool = True,
+) -> AsyncIterator[tuple[Http2Provider, RawPeer]]:
+    """Our provider on one end of a loopback connection, a :class:`RawPeer` on the other."""
+    from h2.config import H2Configuration
+    from h2.settings import Settings
+
+    from streams.backends.http2._connection import GracefulH2Connection
+
+    ours, theirs = await _socket_pair()
+    config = H2Configuration(client_side=not our_side_is_client, header_encoding="utf-8")
+    connection = GracefulH2Connection(config=config)
+    if peer_settings:
+        connection.local_settings = Settings(
+            client=not our_side_is_client, initial_values=peer_settings
+        )
+    peer = RawPeer(theirs, connection)
+    if send_preface:
+        connection.initiate_connection()
+        await peer.flush()
+    # the hand-driven peer rarely finishes its streams: do not wait long for them
+    settings = settings if settings is not None else Http2Settings(close_grace=0.2)
+    provider = Http2Provider(ours, client=our_side_is_client, settings=settings)
+    async with theirs, provider:
+        yield provider, peer

@@ -46,6 +46,23 @@ class GracefulH2Connection(H2Connection):
         self._prepare_for_sending([frame])
 
 
+class _AdvertisedSettings(Settings):
+    """Our settings, as sent to the peer; h2 itself does not enforce the stream limit.
+
+    h2 treats a peer that opens one stream too many as a connection error, while RFC 9113
+    (section 5.1.2) makes it a stream error: the provider refuses such a stream with
+    ``REFUSED_STREAM`` (which the opener may retry) and the connection carries on.
+    """
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2**32 + 1
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
 def new_connection(
     *,
     client: bool,
@@ -75,7 +92,7 @@ def new_connection(
     }
     if client:
         values[SettingCodes.ENABLE_PUSH] = 0
-    connection.local_settings = Settings(client=client, initial_values=values)
+    connection.local_settings = _AdvertisedSettings(client=client, initial_values=values)
     # what h2 derived from the settings it started with
     connection.max_inbound_frame_size = max_frame_size
     connection.decoder.max_header_list_size = max_header_list_size
