@@ -18,11 +18,8 @@ each is kept, so that a busy moment on a shared machine does not decide a ratio.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -31,8 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -40,47 +36,16 @@ import anyio.abc
 
 from streams.backends.http2 import Http2Provider, Http2Settings
 
+from ._common import Figure, Stopwatch, main
+
 BULK_BYTES = 128 * 1024 * 1024
 CHUNK = 1024 * 1024
 ROUND_TRIPS = 2000
 MESSAGE = b"m" * 64
 ROUNDS = 3
 H2LOAD_ARGS = ("-n", "20000", "-c", "4", "-m", "100")
-LOOPS = ("asyncio", "uvloop", "trio")
 
 SETTINGS = Http2Settings(close_grace=0.5)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Figure:
-    """One measured figure, with its baseline from the same run when it has one."""
-
-    name: str
-    value: float
-    unit: str
-    loop: str = ""
-    baseline: float | None = None
-    baseline_name: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        """``value / baseline`` when there is a baseline."""
-        return self.value / self.baseline if self.baseline else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratio": self.ratio}
-
-
-class Stopwatch:
-    """Wall-clock time of a block."""
-
-    def __enter__(self) -> Stopwatch:
-        self.seconds = 0.0
-        self._started = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.seconds = time.perf_counter() - self._started
 
 
 async def tcp_pair() -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]:
@@ -399,63 +364,7 @@ async def measure(loop: str) -> list[Figure]:
     return figures
 
 
-def _format(value: float, unit: str) -> str:
-    return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
-
-
-def print_table(figures: Sequence[Figure], title: str) -> None:
-    rows = [("loop", "figure", "value", "baseline", "ratio")]
-    for figure in figures:
-        baseline = ""
-        if figure.baseline is not None:
-            baseline = f"{_format(figure.baseline, figure.unit)} ({figure.baseline_name})"
-        ratio = "" if figure.ratio is None else f"{figure.ratio:.2f}"
-        rows.append((figure.loop, figure.name, _format(figure.value, figure.unit), baseline, ratio))
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    print(title)
-    for index, row in enumerate(rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
-
-
-def run_on_loop(function: Callable[[], Awaitable[Any]], loop: str) -> Any:
-    if loop == "trio":
-        return anyio.run(function, backend="trio")
-    options = {"use_uvloop": True} if loop == "uvloop" else {}
-    return anyio.run(function, backend="asyncio", backend_options=options)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    title = "http2 vs raw anyio TCP (and the framer, and nghttpd under h2load)"
-    parser = argparse.ArgumentParser(description=title)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--loop",
-        action="append",
-        choices=(*LOOPS, "all"),
-        help="event loop to measure on; repeatable; 'all' for every loop (default: asyncio)",
-    )
-    args = parser.parse_args(argv)
-    loops = args.loop or ["asyncio"]
-    if "all" in loops:
-        loops = list(LOOPS)
-    figures: list[Figure] = []
-    for loop in loops:
-        figures += run_on_loop(lambda loop=loop: measure(loop), loop)
-    if args.json:
-        document = {
-            "benchmark": title,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "figures": [figure.as_dict() for figure in figures],
-        }
-        json.dump(document, sys.stdout, indent=2)
-        print()
-    else:
-        print_table(figures, title)
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(
+        main(measure, "http2 vs raw anyio TCP (and the framer, and nghttpd under h2load)")
+    )
