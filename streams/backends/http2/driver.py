@@ -34,13 +34,14 @@ from ..._core.errors import (
     StreamError,
     StreamRejected,
 )
-from ..._core.flow import MAX_WINDOW
+from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers, HeadersLike
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import OutboundBuffer
 from . import _mapping
 from ._connection import new_connection
+from ._stream import Http2Stream
 from .settings import Http2Settings
 
 __all__ = ["Http2Provider", "Http2Stream"]
@@ -53,37 +54,6 @@ READ_SIZE = 256 * 1024
 STREAM_CHUNK = 256 * 1024
 
 _H2_ERRORS = (h2.exceptions.H2Error, hpack.HPACKError, hyperframe.exceptions.HyperframeError)
-
-
-class Http2Stream(MuxStream):
-    """A stream carried by one HTTP/2 request and its response.
-
-    :ivar trailers: the trailing header block the peer sent, if it sent one
-    """
-
-    def __init__(self, provider: Http2Provider, *args: Any, **kwargs: Any) -> None:
-        super().__init__(provider, *args, **kwargs)
-        self._provider = provider
-        self.trailers: Headers | None = None
-        #: the request header list, on the side that opened the stream
-        self.request: list[tuple[str, str]] = []
-        # END_STREAM went out with the request's HEADERS (a GET or HEAD)
-        self.ended_with_headers = False
-        # data bytes that arrived, and those whose connection-level credit went back
-        self.data_arrived = 0
-        self.data_credited = 0
-
-    def end_with_headers(self) -> None:
-        """Record that the request's HEADERS carried END_STREAM: no more to send."""
-        self.ended_with_headers = True
-        self._write_eof()
-
-    def _take(self, max_bytes: int) -> bytes:
-        data = super()._take(max_bytes)
-        # the connection's credit follows every read; the stream's is batched by its window
-        self.data_credited += len(data)
-        self._provider._return_connection_credit(len(data))
-        return data
 
 
 class Http2Provider(MuxProvider):
@@ -178,8 +148,19 @@ class Http2Provider(MuxProvider):
                 error.__cause__ = exc
                 self._teardown(error)
                 return
-            for event in events:
-                self._handle(event)
+            try:
+                for event in events:
+                    self._handle(event)
+            except FlowControlViolation as exc:
+                # h2 checks the windows first, so this means our bookkeeping and h2's
+                # disagree; end the connection rather than trust either
+                self._call_connection(
+                    lambda: self._conn.close_connection(ErrorCode.FLOW_CONTROL_ERROR)
+                )
+                error = ProtocolError(str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+                error.__cause__ = exc
+                self._teardown(error)
+                return
             self._flush()
             if self._torn_down:
                 return
@@ -216,7 +197,11 @@ class Http2Provider(MuxProvider):
     def _send_ping(self, opaque: bytes) -> anyio.Event:
         event = anyio.Event()
         self._pings[opaque] = (anyio.current_time(), event)
-        self._conn.ping(opaque)
+        try:
+            self._conn.ping(opaque)
+        except _H2_ERRORS as exc:
+            self._pings.pop(opaque, None)
+            raise ConnectionLost(f"cannot send a PING: {exc}") from exc
         self._flush()
         return event
 
@@ -337,7 +322,11 @@ class Http2Provider(MuxProvider):
         assert isinstance(stream, Http2Stream)
         # a GET or HEAD has no body, and servers answer it once the request is complete
         end = stream.request[0][1] in _mapping.BODYLESS_METHODS
-        self._conn.send_headers(stream.stream_id, stream.request, end_stream=end)
+        try:
+            self._conn.send_headers(stream.stream_id, stream.request, end_stream=end)
+        except _H2_ERRORS as exc:
+            self.check_can_open()
+            raise ConnectionLost(f"cannot open a stream: {exc}") from exc
         if end:
             stream.end_with_headers()
         self._flush()
@@ -427,9 +416,9 @@ class Http2Provider(MuxProvider):
         super().stream_finished(stream)
         assert isinstance(stream, Http2Stream)
         # what the stream will never read still counts against the connection's window
-        self._return_connection_credit(stream.data_arrived - stream.data_credited)
+        self.return_connection_credit(stream.data_arrived - stream.data_credited)
         stream.data_credited = stream.data_arrived
-        self._send_waiters.pop(stream.stream_id, None)
+        self._wake_sender(stream.stream_id)
         self._wake_slot()
 
     def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -445,7 +434,15 @@ class Http2Provider(MuxProvider):
             logger.debug("stream %s: h2 refused a frame: %r", stream.stream_id, exc)
         self._flush()
 
-    def _return_connection_credit(self, size: int) -> None:
+    def _call_connection(self, action: Callable[[], None]) -> None:
+        """Run an h2 call about the whole connection; h2 may already consider it closed."""
+        try:
+            action()
+        except _H2_ERRORS as exc:
+            logger.debug("h2 refused a connection frame: %r", exc)
+        self._flush()
+
+    def return_connection_credit(self, size: int) -> None:
         if size <= 0 or self._torn_down:
             return
         self._connection_credit += size
@@ -512,15 +509,15 @@ class Http2Provider(MuxProvider):
         stream = self._stream(stream_id)
         if stream is None or stream.finished:
             # nobody will read it: give the credit back at once
-            self._return_connection_credit(controlled)
+            self.return_connection_credit(controlled)
             return
         if padding:
-            self._return_connection_credit(padding)
+            self.return_connection_credit(padding)
             self._call(stream, lambda: self._conn.increment_flow_control_window(padding, stream_id))
         stream.data_arrived += len(data)
         stream.on_data(data)
         if stream.finished or stream.is_closed:
-            self._return_connection_credit(stream.data_arrived - stream.data_credited)
+            self.return_connection_credit(stream.data_arrived - stream.data_credited)
             stream.data_credited = stream.data_arrived
 
     def _on_request(self, event: h2.events.RequestReceived) -> None:
