@@ -4,6 +4,7 @@ peers, TLS without h2. A hand-driven h2 peer sends exactly the frames each test 
 from __future__ import annotations
 
 import contextlib
+import random
 import ssl
 
 import anyio
@@ -342,3 +343,32 @@ async def test_tls_peer_without_h2_is_a_clear_error(certificates: Certificates) 
                 async with BACKEND.connect(f"127.0.0.1:{port}", options):
                     pass
             group.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_garbage_never_escapes_as_an_h2_error(seed: int) -> None:
+    """Random bytes after a valid preface end the connection with one of our errors; no
+    h2, hpack or hyperframe exception reaches the caller or the task group."""
+    rng = random.Random(seed)
+    settings = Http2Settings(close_grace=0.2)
+    with anyio.fail_after(10):
+        async with raw_pair(our_side_is_client=False, settings=settings) as (provider, peer):
+            listener = provider.listen()
+            # a valid request first, so that stream state exists when the garbage comes
+            peer.conn.send_headers(1, [(":method", "POST"), (":scheme", "http"),
+                                       (":authority", "x"), (":path", "/")])  # fmt: skip
+            await peer.flush()
+            stream = await listener.accept()
+            frame_type = rng.choice([0, 1, 3, 4, 6, 7, 8, 9, rng.randrange(256)])
+            length = rng.randrange(0, 64)
+            header = length.to_bytes(3, "big") + bytes([frame_type, rng.randrange(256)])
+            header += rng.randrange(0, 8).to_bytes(4, "big")
+            with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                await peer.send_raw(header + rng.randbytes(length) + rng.randbytes(64))
+            with anyio.move_on_after(1):
+                while provider.failure is None:
+                    await anyio.sleep(0.01)
+            if provider.failure is not None:
+                assert isinstance(provider.failure, ConnectionLost)
+                with pytest.raises((ConnectionLost, StreamError)):
+                    await stream.receive()
