@@ -40,6 +40,16 @@ class Http2Stream(MuxStream):
         self._write_eof()
 
     def _take(self, max_bytes: int) -> bytes:
+        chunks = self._chunks
+        if len(chunks) > 1 and len(chunks[0]) < max_bytes:
+            # peers send small frames (16 KiB is common): one read takes as many whole
+            # frames as fit, so that an echo or a copy loop runs once, not once per frame
+            parts = [chunks.popleft()]
+            size = len(parts[0])
+            while chunks and size + len(chunks[0]) <= max_bytes:
+                size += len(chunks[0])
+                parts.append(chunks.popleft())
+            chunks.appendleft(b"".join(parts) if len(parts) > 1 else parts[0])
         data = super()._take(max_bytes)
         # the connection's credit follows every read; the stream's is batched by its window
         self.data_credited += len(data)
