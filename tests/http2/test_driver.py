@@ -372,3 +372,12 @@ async def test_garbage_never_escapes_as_an_h2_error(seed: int) -> None:
                 assert isinstance(provider.failure, ConnectionLost)
                 with pytest.raises((ConnectionLost, StreamError)):
                     await stream.receive()
+
+
+async def test_exhausted_stream_ids_mean_going_away() -> None:
+    with anyio.fail_after(10):
+        async with http2_pair() as pair:
+            pair.client._conn.highest_outbound_stream_id = 2**31 - 1  # type: ignore[attr-defined]
+            with pytest.raises(GoingAway) as caught:
+                await pair.client.open_stream()
+            assert caught.value.retryable

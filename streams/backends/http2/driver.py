@@ -313,7 +313,14 @@ class Http2Provider(MuxProvider):
             raise ConnectionLost("the connection is closed")
         # checked now, before the stream exists anywhere, so a bad header costs nothing
         request = _mapping.request_headers(headers, scheme=self._scheme, authority=self._authority)
-        stream = self._new_stream(self._conn.get_next_available_stream_id(), headers, local=True)
+        try:
+            stream_id = self._conn.get_next_available_stream_id()
+        except _H2_ERRORS:
+            # 2**30 streams on one connection: a new connection is needed
+            going = GoingAway("this connection has used every stream id", last_stream_id=0)
+            self.on_goaway(going)
+            raise going from None
+        stream = self._new_stream(stream_id, headers, local=True)
         stream.request = request
         return stream
 
