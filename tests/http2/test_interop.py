@@ -157,6 +157,31 @@ def test_curl_upload_is_echoed(loop: str, size: int, tmp_path: Path) -> None:
     assert "x-echo-x-hello: there" in headers
 
 
+@LOOPS
+def test_curl_upgrades_from_http1(loop: str, tmp_path: Path) -> None:
+    curl = require_program("curl")
+    upload = _upload_file(tmp_path, 10_000)
+    with streams_echo(loop) as address:
+        for extra in ([], ["--data-binary", f"@{upload}"]):
+            result = subprocess.run(
+                [curl, "-sS", "--fail", "--http2", "-o", str(tmp_path / "out"),
+                 "-w", "%{http_version}", *extra, f"http://{address}/upgrade"],
+                capture_output=True,
+                timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr.decode(errors="replace")
+            assert result.stdout == b"2", "curl's Upgrade: h2c was not taken"
+            expected = upload.read_bytes() if extra else b""
+            assert (tmp_path / "out").read_bytes() == expected
+        plain = subprocess.run(
+            [curl, "-sS", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}",
+             f"http://{address}/"],
+            capture_output=True,
+            timeout=60,
+        )  # fmt: skip
+        assert plain.stdout == b"505"
+
+
 def test_curl_over_tls_with_alpn(tmp_path: Path, certificates: Certificates) -> None:
     curl = require_program("curl")
     upload = _upload_file(tmp_path, 100_000)

@@ -10,6 +10,7 @@ ends right after it).
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from h2.config import H2Configuration
@@ -99,8 +100,12 @@ def new_connection(
     max_frame_size: int,
     max_concurrent_streams: int,
     max_header_list_size: int,
+    upgrade_settings: bytes | None = None,
 ) -> GracefulH2Connection:
     """A connection whose preface (and first ``SETTINGS``) is queued in ``data_to_send``.
+
+    With *upgrade_settings* (the client's ``HTTP2-Settings``, decoded), the connection
+    continues an HTTP/1.1 request that asked for ``Upgrade: h2c`` (server side only).
 
     Our settings take effect at once rather than on the peer's acknowledgement: they are
     all at least as generous as the protocol's defaults the peer assumes until then.
@@ -124,7 +129,11 @@ def new_connection(
     # what h2 derived from the settings it started with
     connection.max_inbound_frame_size = max_frame_size
     connection.decoder.max_header_list_size = max_header_list_size
-    connection.initiate_connection()
+    if upgrade_settings is None:
+        connection.initiate_connection()
+    else:
+        # a server switching from HTTP/1.1: the request already sent becomes stream 1
+        connection.initiate_upgrade_connection(base64.urlsafe_b64encode(upgrade_settings))
     increment = connection_window - connection.inbound_flow_control_window
     if increment > 0:
         connection.increment_flow_control_window(increment)

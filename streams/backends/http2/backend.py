@@ -1,8 +1,9 @@
-"""Dialling and serving HTTP/2: h2c with prior knowledge over TCP or Unix sockets, and
-TLS with ALPN ``h2``."""
+"""Dialling and serving HTTP/2: h2c with prior knowledge over TCP or Unix sockets (a
+server also accepts HTTP/1.1's ``Upgrade: h2c``), and TLS with ALPN ``h2``."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,12 +23,16 @@ from ..._core.transport import (
     listen_byte_streams,
     local_port,
 )
+from . import _upgrade
+from ._upgrade import UpgradeRequest
 from .driver import Http2Provider
 from .settings import Http2Settings
 
-__all__ = ["Http2Backend", "check_alpn", "settings_from_options"]
+__all__ = ["Http2Backend", "check_alpn", "negotiate_cleartext", "settings_from_options"]
 
 ALPN = "h2"
+#: seconds a cleartext client has to send its preface (or its upgrade request)
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def settings_from_options(options: BackendOptions | None) -> Http2Settings:
@@ -59,6 +64,43 @@ def check_alpn(stream: anyio.abc.ByteStream) -> None:
         raise ConnectionLost(
             f"the TLS peer did not negotiate HTTP/2 with ALPN (it chose {protocol!r}, not 'h2')"
         )
+
+
+async def negotiate_cleartext(
+    stream: anyio.abc.ByteStream, settings: Http2Settings
+) -> tuple[bytes, UpgradeRequest | None]:
+    """Read the start of a cleartext connection: HTTP/2 with prior knowledge, or an
+    HTTP/1.1 request with ``Upgrade: h2c``, which is answered with ``101`` here.
+
+    Returns the bytes to feed to HTTP/2 and the upgraded request, if there was one.
+
+    :raises ~streams.ConnectionLost: if the client speaks neither (it is answered with an
+        HTTP/1.1 error first), or is too slow
+    """
+    buffer = b""
+    try:
+        with anyio.fail_after(HANDSHAKE_TIMEOUT):
+            while (kind := _upgrade.classify(buffer)) == "more":
+                buffer += await stream.receive(65536)
+            if kind == "h2":
+                return buffer, None
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            request = _upgrade.parse_upgrade(head)
+            if request.content_length > settings.receive_window:
+                raise _upgrade.UpgradeError(413, "the body is too large to upgrade with")
+            while len(rest) < request.content_length:
+                rest += await stream.receive(65536)
+            body, rest = rest[: request.content_length], rest[request.content_length :]
+            await stream.send(_upgrade.SWITCHING_PROTOCOLS)
+            return rest, dataclasses.replace(request, body=body)
+    except _upgrade.UpgradeError as exc:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await stream.send(_upgrade.refusal(exc.status, str(exc)))
+        raise ConnectionLost(f"not an HTTP/2 client: {exc}") from None
+    except TimeoutError:
+        raise ConnectionLost("the client sent no HTTP/2 preface in time") from None
+    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError) as exc:
+        raise ConnectionLost(f"the client went away before HTTP/2 started: {exc!r}") from None
 
 
 class Http2Backend(Backend):
@@ -130,8 +172,15 @@ class Http2Backend(Backend):
 
         @asynccontextmanager
         async def run(stream: anyio.abc.ByteStream) -> AsyncIterator[StreamProvider]:
-            check_alpn(stream)
-            async with Http2Provider(stream, client=False, settings=settings) as provider:
+            initial, upgrade = b"", None
+            if tls is None:
+                initial, upgrade = await negotiate_cleartext(stream, settings)
+            else:
+                check_alpn(stream)
+            provider = Http2Provider(
+                stream, client=False, settings=settings, initial_data=initial, upgrade=upgrade
+            )
+            async with provider:
                 yield provider
 
         server = ConnectionServer(

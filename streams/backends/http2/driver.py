@@ -42,6 +42,7 @@ from ..._core.transport import OutboundBuffer
 from . import _mapping
 from ._connection import new_connection
 from ._stream import Http2Stream
+from ._upgrade import UpgradeRequest
 from .settings import Http2Settings
 
 __all__ = ["Http2Provider", "Http2Stream"]
@@ -80,6 +81,8 @@ class Http2Provider(MuxProvider):
         settings: Http2Settings | None = None,
         scheme: str = "http",
         authority: str = "localhost",
+        initial_data: bytes = b"",
+        upgrade: UpgradeRequest | None = None,
     ) -> None:
         settings = settings if settings is not None else Http2Settings()
         super().__init__(settings)
@@ -97,7 +100,10 @@ class Http2Provider(MuxProvider):
             max_frame_size=settings.max_frame_size,
             max_concurrent_streams=settings.max_incoming_streams,
             max_header_list_size=settings.max_header_list_size,
+            upgrade_settings=upgrade.settings if upgrade is not None else None,
         )
+        self._initial_data = initial_data
+        self._upgrade = upgrade
         self._send_waiters: dict[int, anyio.Event] = {}
         self._slot_waiter: anyio.Event | None = None
         self._connection_credit = 0
@@ -109,6 +115,8 @@ class Http2Provider(MuxProvider):
 
     async def _start(self, task_group: TaskGroup) -> None:
         self._flush()
+        if self._upgrade is not None:
+            self._start_upgraded_request(self._upgrade)
         task_group.start_soon(self._write_loop)
         task_group.start_soon(self._read_loop)
         # one PING at once gives the round-trip time that window auto-tuning needs
@@ -116,6 +124,15 @@ class Http2Provider(MuxProvider):
         if self.h2_settings.keepalive_interval is not None:
             task_group.start_soon(self._keepalive, self.h2_settings.keepalive_interval)
         await anyio.lowlevel.checkpoint()
+
+    def _start_upgraded_request(self, upgrade: UpgradeRequest) -> None:
+        # h2 has stream 1 half-closed (remote): the whole request came as HTTP/1.1
+        stream = self._new_stream(1, Headers(upgrade.headers), local=False)
+        self.incoming(stream)
+        if upgrade.body and not stream.finished:
+            stream.data_arrived += len(upgrade.body)
+            stream.on_data(upgrade.body)
+        stream.on_eof()
 
     async def _write_loop(self) -> None:
         try:
@@ -129,7 +146,10 @@ class Http2Provider(MuxProvider):
     async def _read_loop(self) -> None:
         while True:
             try:
-                data = await self._transport.receive(READ_SIZE)
+                if self._initial_data:
+                    data, self._initial_data = self._initial_data, b""
+                else:
+                    data = await self._transport.receive(READ_SIZE)
             except anyio.EndOfStream:
                 self._teardown(ConnectionLost("the peer closed the connection"))
                 return
