@@ -69,6 +69,9 @@ class Http2Provider(MuxProvider):
     :param settings: window sizes, limits, keepalive
     :param scheme: the default ``:scheme`` of requests
     :param authority: the default ``:authority`` of requests
+    :param initial_data: bytes already read from *transport* that belong to HTTP/2
+    :param upgrade: server side: the HTTP/1.1 request that switched with ``Upgrade: h2c``,
+        which becomes stream 1
     """
 
     backend_name = "http2"
