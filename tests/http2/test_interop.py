@@ -226,7 +226,7 @@ def test_h2load_against_our_server(loop: str) -> None:
 DUPLEX_STREAMS = 100
 # the size on asyncio; trio moves the same streams with less data, to keep the
 # suite's time (trio runs this pure-Python data path about half as fast)
-DUPLEX_BYTES = {"asyncio": 16 * 1024 * 1024, "trio": 1024 * 1024}
+DUPLEX_BYTES = {"asyncio": 16 * 1024 * 1024, "trio": 4 * 1024 * 1024}
 
 
 @LOOPS

@@ -52,7 +52,7 @@ func main() {
 		log.Fatal(err)
 	}
 	fmt.Printf("listening on %s\n", listener.Addr())
-	server := &http2.Server{MaxConcurrentStreams: 1000}
+	server := &http2.Server{MaxConcurrentStreams: 1000, MaxReadFrameSize: 256 << 10}
 	handler := http.HandlerFunc(echo)
 	for {
 		conn, err := listener.Accept()
