@@ -381,3 +381,23 @@ async def test_exhausted_stream_ids_mean_going_away() -> None:
             with pytest.raises(GoingAway) as caught:
                 await pair.client.open_stream()
             assert caught.value.retryable
+
+
+async def test_server_close_stops_new_streams_and_lets_open_ones_finish() -> None:
+    with anyio.fail_after(10):
+        async with http2_pair() as pair:
+            opened, accepted = await stream_pair(pair.client, pair.server.listen())
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: pair.server.aclose(grace=5))
+                while not pair.client.is_closing:
+                    await anyio.sleep(0.01)
+                with pytest.raises(GoingAway) as caught:
+                    await pair.client.open_stream()
+                assert caught.value.retryable
+                await opened.send(b"question")
+                await opened.send_eof()
+                assert await read_all(accepted) == b"question"
+                await accepted.send(b"answer")
+                await accepted.aclose()
+                assert await read_all(opened) == b"answer"
+                await opened.aclose()
