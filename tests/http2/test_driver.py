@@ -3,6 +3,7 @@ peers, TLS without h2. A hand-driven h2 peer sends exactly the frames each test 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import random
 import ssl
@@ -401,3 +402,23 @@ async def test_server_close_stops_new_streams_and_lets_open_ones_finish() -> Non
                 await accepted.aclose()
                 assert await read_all(opened) == b"answer"
                 await opened.aclose()
+
+
+async def test_upgrade_with_invalid_settings_is_dropped_cleanly() -> None:
+    # INITIAL_WINDOW_SIZE of 2**31 is not allowed (RFC 9113, section 6.5.2)
+    bad = base64.urlsafe_b64encode(b"\x00\x04\x80\x00\x00\x00").decode().rstrip("=")
+    request = (
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        f"Upgrade: h2c\r\nHTTP2-Settings: {bad}\r\n\r\n"
+    ).encode()
+    with anyio.fail_after(10):
+        async with BACKEND.serve("127.0.0.1:0") as server:
+            host, port = server.address.rsplit(":", 1)
+            async with await anyio.connect_tcp(host, int(port)) as client:
+                await client.send(request)
+                received = b""
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    while True:
+                        received += await client.receive()
+            assert received.startswith(b"HTTP/1.1 101 ")
+            assert not server.connections

@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 import anyio.abc
+import h2.exceptions
 from anyio.streams.tls import TLSAttribute
 
 from ..._core.abc import Handler, StreamProvider
@@ -177,9 +178,13 @@ class Http2Backend(Backend):
                 initial, upgrade = await negotiate_cleartext(stream, settings)
             else:
                 check_alpn(stream)
-            provider = Http2Provider(
-                stream, client=False, settings=settings, initial_data=initial, upgrade=upgrade
-            )
+            try:
+                provider = Http2Provider(
+                    stream, client=False, settings=settings, initial_data=initial, upgrade=upgrade
+                )
+            except h2.exceptions.H2Error as exc:
+                # the client's HTTP2-Settings held a value HTTP/2 does not allow
+                raise ConnectionLost(f"cannot start HTTP/2 with this client: {exc}") from exc
             async with provider:
                 yield provider
 
