@@ -6,6 +6,7 @@
 * open-echo-close: a stream opened, 64 bytes echoed, closed, one after another (with the
   default open and with ``wait_accept=False``), against raw TCP ping-pong round trips of
   64 bytes and against the framer;
+* memory per idle open stream (tracemalloc, both ends, 2,000 streams);
 * requests per second of ``streams echo --backend http2`` under
   ``h2load -n 20000 -c 4 -m 100``, against ``nghttpd`` serving a small file under the same
   load on the same machine (skipped when h2load or nghttpd is missing).
@@ -19,6 +20,7 @@ each is kept, so that a busy moment on a shared machine does not decide a ratio.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import re
 import shutil
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -43,6 +46,7 @@ CHUNK = 1024 * 1024
 ROUND_TRIPS = 2000
 MESSAGE = b"m" * 64
 ROUNDS = 3
+IDLE_STREAMS = 2000
 H2LOAD_ARGS = ("-n", "20000", "-c", "4", "-m", "100")
 
 SETTINGS = Http2Settings(close_grace=0.5)
@@ -200,6 +204,43 @@ async def mux_open_echo_close(make_pair: Pair, wait_accept: bool) -> float:
     return ROUND_TRIPS / watch.seconds
 
 
+# -- memory ----------------------------------------------------------------------------------
+
+
+async def memory_per_idle_stream() -> float:
+    """Bytes per idle open stream, both ends of the connection together."""
+    settings = Http2Settings(close_grace=0.5, max_incoming_streams=2 * IDLE_STREAMS)
+    client_stream, server_stream = await tcp_pair()
+    client = Http2Provider(client_stream, client=True, settings=settings)
+    server = Http2Provider(server_stream, client=False, settings=settings)
+    async with client, server:
+        listener = server.listen()
+        opened: list[Any] = []
+        accepted: list[Any] = []
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            async with anyio.create_task_group() as group:
+
+                async def accept_all() -> None:
+                    for _ in range(IDLE_STREAMS):
+                        accepted.append(await listener.accept())
+
+                group.start_soon(accept_all)
+                for _ in range(IDLE_STREAMS):
+                    opened.append(await client.open_stream(wait_accept=False))
+            for stream in opened:
+                await stream.accepted()
+            gc.collect()
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        for stream in (*opened, *accepted):
+            stream.close_now()
+    return (after - before) / IDLE_STREAMS
+
+
 # -- h2load --------------------------------------------------------------------------------
 
 
@@ -349,6 +390,14 @@ async def measure(loop: str) -> list[Figure]:
                 baseline_name="framer",
             ),
         ]
+    figures.append(
+        Figure(
+            name=f"memory per idle open stream (both ends, {IDLE_STREAMS} streams)",
+            value=await memory_per_idle_stream(),
+            unit="bytes",
+            loop=loop,
+        )
+    )
     rates = await anyio.to_thread.run_sync(h2load_rates, loop)
     if rates is not None:
         figures.append(
