@@ -222,7 +222,7 @@ async def raw_pair(
     from h2.config import H2Configuration
     from h2.settings import Settings
 
-    from streams.backends.http2._connection import GracefulH2Connection
+    from streams.backends.http2._codec import GracefulH2Connection
 
     ours, theirs = await _socket_pair()
     config = H2Configuration(client_side=not our_side_is_client, header_encoding="utf-8")

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from streams.backends.http2._upgrade import (
+from streams.backends.http2._codec_upgrade import (
     PREFACE,
     UpgradeError,
     classify,

@@ -24,8 +24,8 @@ from ..._core.transport import (
     listen_byte_streams,
     local_port,
 )
-from . import _upgrade
-from ._upgrade import UpgradeRequest
+from . import _codec_upgrade as _upgrade
+from ._codec_upgrade import UpgradeRequest
 from .driver import Http2Provider
 from .settings import Http2Settings
 

@@ -39,10 +39,10 @@ from ..._core.headers import Headers, HeadersLike
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import OutboundBuffer
-from . import _mapping
-from ._connection import new_connection
+from . import _codec_mapping as _mapping
+from ._codec import new_connection
+from ._codec_upgrade import UpgradeRequest
 from ._stream import Http2Stream
-from ._upgrade import UpgradeRequest
 from .settings import Http2Settings
 
 __all__ = ["Http2Provider", "Http2Stream"]
