@@ -247,6 +247,22 @@ def test_go_client_full_duplex_against_our_server(loop: str) -> None:
 
 
 @LOOPS
+def test_go_client_with_default_frames(loop: str) -> None:
+    """Go's default 16 KiB frames, the path most Go clients take (less data: it is slower)."""
+    client = build_go(GO / "duplexclient", HTTP2)
+    with streams_echo(loop) as address:
+        result = subprocess.run(
+            [str(client), "-url", f"http://{address}/", "-streams", "100",
+             "-bytes", str(4 * 1024 * 1024), "-frame", "16384"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.strip() == f"ok 100 {4 * 1024 * 1024}"
+
+
+@LOOPS
 def test_our_client_full_duplex_against_go_server(loop: str) -> None:
     server = build_go(GO / "echoserver", HTTP2)
     with running([str(server)], ready_line="listening on") as process:

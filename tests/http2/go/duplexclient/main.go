@@ -82,11 +82,12 @@ func main() {
 	url := flag.String("url", "", "the echo server, http://HOST:PORT/")
 	streams := flag.Int("streams", 100, "concurrent streams")
 	size := flag.Int("bytes", 16<<20, "bytes per stream")
+	frame := flag.Int("frame", 256<<10, "SETTINGS_MAX_FRAME_SIZE to ask for (16384 is Go's default)")
 	flag.Parse()
 	transport := &http2.Transport{
 		AllowHTTP: true,
 		// larger frames than the default 16 KiB: fewer frames to handle on both sides
-		MaxReadFrameSize: 256 << 10,
+		MaxReadFrameSize: uint32(*frame),
 		DialTLS: func(network, address string, _ *tls.Config) (net.Conn, error) {
 			return net.Dial(network, address)
 		},
