@@ -215,7 +215,9 @@ def local_port(listener: anyio.abc.Listener[Any]) -> int | None:
     try:
         address = listener.extra(anyio.abc.SocketAttribute.local_address)
     except anyio.TypedAttributeLookupError:
-        return None
+        # anyio's TLSListener does not pass its socket listener's attributes on
+        inner = getattr(listener, "listener", None)
+        return local_port(inner) if isinstance(inner, anyio.abc.Listener) else None
     if isinstance(address, tuple):
         return int(address[1])
     return None

@@ -1,0 +1,140 @@
+"""The h2 state machine, adjusted for graceful shutdown. Sans-IO.
+
+h2 4.x moves the whole connection to ``CLOSED`` when a ``GOAWAY`` is sent or received,
+after which it refuses to send or receive anything, even on streams the ``GOAWAY``
+promised to finish. RFC 9113 (section 6.8) says those streams continue. So this subclass
+treats a received ``GOAWAY`` as an event only, and sends a graceful one without touching
+the state machine; a ``GOAWAY`` with an error code still goes through h2 (the connection
+ends right after it).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated
+from h2.frame_buffer import FrameBuffer
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import DataFrame, GoAwayFrame
+
+__all__ = ["GracefulH2Connection", "new_connection"]
+
+
+class _QuietDataFrame(DataFrame):
+    """A DATA frame whose ``repr`` does not hex-encode the whole payload.
+
+    h2 builds the ``repr`` of every received frame for a trace log line whether or not
+    anything logs it, and hyperframe's hex-encodes all of a DATA frame's payload to show
+    its first ten bytes: a sixth of the CPU of a bulk transfer.
+    """
+
+    __slots__ = ()
+
+    def _body_repr(self) -> str:
+        return f"padding_length={self.pad_length}, data=<{len(self.data)} bytes>"
+
+
+class _QuietFrameBuffer(FrameBuffer):
+    def __next__(self) -> Any:
+        frame = super().__next__()
+        if type(frame) is DataFrame:
+            frame.__class__ = _QuietDataFrame
+        return frame
+
+
+class GracefulH2Connection(H2Connection):
+    """An :class:`h2.connection.H2Connection` whose ``GOAWAY`` handling keeps open
+    streams working; see the module's description."""
+
+    def __init__(self, config: H2Configuration | None = None) -> None:
+        super().__init__(config=config)
+        self.incoming_buffer = _QuietFrameBuffer(server=not self.config.client_side)
+        self._frame_dispatch_table[_QuietDataFrame] = self._receive_data_frame
+
+    def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        event = ConnectionTerminated()
+        try:
+            event.error_code = ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+    def send_graceful_goaway(self, last_stream_id: int, debug: bytes = b"") -> None:
+        """Queue a ``GOAWAY`` with ``NO_ERROR``: no stream above *last_stream_id* will be
+        processed, the ones below it may finish."""
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = last_stream_id
+        frame.error_code = ErrorCodes.NO_ERROR
+        frame.additional_data = debug
+        self._prepare_for_sending([frame])
+
+
+class _AdvertisedSettings(Settings):
+    """Our settings, as sent to the peer; h2 itself does not enforce the stream limit.
+
+    h2 treats a peer that opens one stream too many as a connection error, while RFC 9113
+    (section 5.1.2) makes it a stream error: the provider refuses such a stream with
+    ``REFUSED_STREAM`` (which the opener may retry) and the connection carries on.
+    """
+
+    @property
+    def max_concurrent_streams(self) -> int:
+        return 2**32 + 1
+
+    @max_concurrent_streams.setter
+    def max_concurrent_streams(self, value: int) -> None:
+        self[SettingCodes.MAX_CONCURRENT_STREAMS] = value
+
+
+def new_connection(
+    *,
+    client: bool,
+    receive_window: int,
+    connection_window: int,
+    max_frame_size: int,
+    max_concurrent_streams: int,
+    max_header_list_size: int,
+    upgrade_settings: bytes | None = None,
+) -> GracefulH2Connection:
+    """A connection whose preface (and first ``SETTINGS``) is queued in ``data_to_send``.
+
+    With *upgrade_settings* (the client's ``HTTP2-Settings``, decoded), the connection
+    continues an HTTP/1.1 request that asked for ``Upgrade: h2c`` (server side only).
+
+    Our settings take effect at once rather than on the peer's acknowledgement: they are
+    all at least as generous as the protocol's defaults the peer assumes until then.
+    """
+    config = H2Configuration(
+        client_side=client,
+        header_encoding="utf-8",
+        validate_inbound_headers=True,
+        normalize_inbound_headers=True,
+    )
+    connection = GracefulH2Connection(config=config)
+    values = {
+        SettingCodes.INITIAL_WINDOW_SIZE: receive_window,
+        SettingCodes.MAX_FRAME_SIZE: max_frame_size,
+        SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+        SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+    }
+    if client:
+        values[SettingCodes.ENABLE_PUSH] = 0
+    connection.local_settings = _AdvertisedSettings(client=client, initial_values=values)
+    # what h2 derived from the settings it started with
+    connection.max_inbound_frame_size = max_frame_size
+    connection.decoder.max_header_list_size = max_header_list_size
+    if upgrade_settings is None:
+        connection.initiate_connection()
+    else:
+        # a server switching from HTTP/1.1: the request already sent becomes stream 1
+        connection.initiate_upgrade_connection(base64.urlsafe_b64encode(upgrade_settings))
+    increment = connection_window - connection.inbound_flow_control_window
+    if increment > 0:
+        connection.increment_flow_control_window(increment)
+    return connection

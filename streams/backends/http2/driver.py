@@ -1,0 +1,623 @@
+"""The anyio driver that runs h2 on a byte stream: one reader task, one writer task,
+optional keepalive, and the mapping of h2 events onto :class:`MuxStream` objects.
+
+Flow control, receiving: each stream's :class:`~streams._core.flow.ReceiveWindow` decides
+when the application has read enough to grant credit, and the grant goes to h2 for the
+stream and, for the bytes actually read, for the connection. Sending: a stream's own send
+window is unlimited and :meth:`Http2Provider.write_data` waits until h2's stream *and*
+connection windows allow each frame, so ``send`` waits instead of buffering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import h2.events
+import h2.exceptions
+import hpack
+import hyperframe.exceptions
+from anyio.abc import TaskGroup
+
+from ..._core.errors import (
+    ConnectionLost,
+    ErrorCode,
+    GoingAway,
+    OpenTimeout,
+    ProtocolError,
+    StreamError,
+    StreamRejected,
+)
+from ..._core.flow import MAX_WINDOW, FlowControlViolation
+from ..._core.headers import Headers, HeadersLike
+from ..._core.mux import MuxProvider
+from ..._core.stream import AcceptState, MuxStream
+from ..._core.transport import OutboundBuffer
+from . import _codec_mapping as _mapping
+from ._codec import new_connection
+from ._codec_upgrade import UpgradeRequest
+from ._stream import Http2Stream
+from .settings import Http2Settings
+
+__all__ = ["Http2Provider", "Http2Stream"]
+
+logger = logging.getLogger("streams.http2")
+
+#: bytes asked of the transport per read
+READ_SIZE = 256 * 1024
+#: the largest chunk MuxStream hands to write_data; split into frames here
+STREAM_CHUNK = 256 * 1024
+
+_H2_ERRORS = (h2.exceptions.H2Error, hpack.HPACKError, hyperframe.exceptions.HyperframeError)
+
+
+class Http2Provider(MuxProvider):
+    """One HTTP/2 connection, client or server side, as a
+    :class:`~streams.StreamProvider`. An async context manager.
+
+    Only the client side opens streams (HTTP/2 has no server-initiated requests); the
+    server side's :meth:`open_stream` raises :class:`~streams.StreamError`.
+
+    :param transport: the connected byte stream (TCP, or TLS that negotiated ``h2``)
+    :param client: ``True`` on the side that dialled
+    :param settings: window sizes, limits, keepalive
+    :param scheme: the default ``:scheme`` of requests
+    :param authority: the default ``:authority`` of requests
+    :param initial_data: bytes already read from *transport* that belong to HTTP/2
+    :param upgrade: server side: the HTTP/1.1 request that switched with ``Upgrade: h2c``,
+        which becomes stream 1
+    """
+
+    backend_name = "http2"
+
+    def __init__(
+        self,
+        transport: anyio.abc.ByteStream,
+        *,
+        client: bool,
+        settings: Http2Settings | None = None,
+        scheme: str = "http",
+        authority: str = "localhost",
+        initial_data: bytes = b"",
+        upgrade: UpgradeRequest | None = None,
+    ) -> None:
+        settings = settings if settings is not None else Http2Settings()
+        super().__init__(settings)
+        self.h2_settings = settings
+        self.client = client
+        self._transport = transport
+        self._out = OutboundBuffer(transport, high_water=max(1 << 20, settings.max_frame_size * 4))
+        self._writer_done = anyio.Event()
+        self._scheme = settings.default_scheme or scheme
+        self._authority = settings.default_authority or authority
+        self._conn = new_connection(
+            client=client,
+            receive_window=settings.receive_window,
+            connection_window=settings.connection_window,
+            max_frame_size=settings.max_frame_size,
+            max_concurrent_streams=settings.max_incoming_streams,
+            max_header_list_size=settings.max_header_list_size,
+            upgrade_settings=upgrade.settings if upgrade is not None else None,
+        )
+        self._initial_data = initial_data
+        self._upgrade = upgrade
+        self._send_waiters: dict[int, anyio.Event] = {}
+        self._slot_waiter: anyio.Event | None = None
+        self._connection_credit = 0
+        self._pings: dict[bytes, tuple[float, anyio.Event]] = {}
+        self._ping_results: dict[bytes, float] = {}
+        self._torn_down = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _start(self, task_group: TaskGroup) -> None:
+        self._flush()
+        if self._upgrade is not None:
+            self._start_upgraded_request(self._upgrade)
+        task_group.start_soon(self._write_loop)
+        task_group.start_soon(self._read_loop)
+        # one PING at once gives the round-trip time that window auto-tuning needs
+        self._send_ping(os.urandom(8))
+        if self.h2_settings.keepalive_interval is not None:
+            task_group.start_soon(self._keepalive, self.h2_settings.keepalive_interval)
+        await anyio.lowlevel.checkpoint()
+
+    def _start_upgraded_request(self, upgrade: UpgradeRequest) -> None:
+        # h2 has stream 1 half-closed (remote): the whole request came as HTTP/1.1
+        stream = self._new_stream(1, Headers(upgrade.headers), local=False)
+        self.incoming(stream)
+        if upgrade.body and not stream.finished:
+            stream.data_arrived += len(upgrade.body)
+            stream.on_data(upgrade.body)
+        stream.on_eof()
+
+    async def _write_loop(self) -> None:
+        try:
+            await self._out.run(self._on_write_error)
+        finally:
+            self._writer_done.set()
+
+    def _on_write_error(self, exc: BaseException) -> None:
+        self._teardown(ConnectionLost(f"writing to the connection failed: {exc}"))
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                if self._initial_data:
+                    data, self._initial_data = self._initial_data, b""
+                else:
+                    data = await self._transport.receive(READ_SIZE)
+            except anyio.EndOfStream:
+                self._teardown(ConnectionLost("the peer closed the connection"))
+                return
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                self._teardown(ConnectionLost(f"reading from the connection failed: {exc}"))
+                return
+            try:
+                events = self._conn.receive_data(data)
+            except _H2_ERRORS as exc:
+                code = getattr(exc, "error_code", None)
+                if isinstance(exc, hpack.HPACKError):
+                    code = ErrorCode.COMPRESSION_ERROR
+                code = int(code) if code is not None else int(ErrorCode.PROTOCOL_ERROR)
+                self._flush()
+                error = ProtocolError(f"the peer broke HTTP/2: {exc}", code)
+                error.__cause__ = exc
+                self._teardown(error)
+                return
+            try:
+                for event in events:
+                    self._handle(event)
+            except FlowControlViolation as exc:
+                # h2 checks the windows first, so this means our bookkeeping and h2's
+                # disagree; end the connection rather than trust either
+                self._call_connection(
+                    lambda: self._conn.close_connection(ErrorCode.FLOW_CONTROL_ERROR)
+                )
+                error = ProtocolError(str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+                error.__cause__ = exc
+                self._teardown(error)
+                return
+            self._flush()
+            if self._torn_down:
+                return
+
+    async def _keepalive(self, interval: float) -> None:
+        while not self._torn_down:
+            await anyio.sleep(interval)
+            try:
+                await self.ping()
+            except TimeoutError:
+                timeout = self.h2_settings.ping_timeout
+                self._teardown(ConnectionLost(f"no answer to a PING within {timeout} s"))
+                return
+            except StreamError:
+                return
+
+    async def ping(self) -> float:
+        """Send a ``PING`` and return the round-trip time in seconds.
+
+        :raises TimeoutError: if no answer came within the ``ping_timeout`` setting
+        :raises ~streams.ConnectionLost: if the connection failed
+        """
+        self._raise_if_down()
+        opaque = os.urandom(8)
+        with anyio.fail_after(self.h2_settings.ping_timeout):
+            event = self._send_ping(opaque)
+            try:
+                await event.wait()
+            finally:
+                self._pings.pop(opaque, None)
+        self._raise_if_down()
+        return self._ping_results.pop(opaque)
+
+    def _send_ping(self, opaque: bytes) -> anyio.Event:
+        event = anyio.Event()
+        self._pings[opaque] = (anyio.current_time(), event)
+        try:
+            self._conn.ping(opaque)
+        except _H2_ERRORS as exc:
+            self._pings.pop(opaque, None)
+            raise ConnectionLost(f"cannot send a PING: {exc}") from exc
+        self._flush()
+        return event
+
+    def _raise_if_down(self) -> None:
+        if self._closed_locally or self._torn_down:
+            self.check_can_open()
+            raise ConnectionLost("the connection is closed")
+
+    def _teardown(self, error: ConnectionLost) -> None:
+        """The connection ends now: fail everything, flush what is queued, close."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self.fail(error)
+        self._wake_everyone()
+        self._out.close()
+        if self._task_group is not None:
+            self._task_group.start_soon(self._close_after_flush)
+
+    async def _close_after_flush(self) -> None:
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.5):
+                await self._writer_done.wait()
+        finally:
+            await anyio.aclose_forcefully(self._transport)
+
+    async def _close_transport(self) -> None:
+        self._torn_down = True
+        self._wake_everyone()
+        self._flush()
+        self._out.close()
+        try:
+            with anyio.move_on_after(1.5):
+                await self._writer_done.wait()
+        finally:
+            await anyio.aclose_forcefully(self._transport)
+
+    def _wake_everyone(self) -> None:
+        waiters = list(self._send_waiters.values())
+        self._send_waiters.clear()
+        for waiter in waiters:
+            waiter.set()
+        self._wake_slot()
+        for _, event in self._pings.values():
+            event.set()
+
+    def _flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data:
+            self._out.write(data)
+
+    # -- opening ---------------------------------------------------------------------------
+
+    async def open_stream(
+        self, headers: HeadersLike | None = None, *, wait_accept: bool = True
+    ) -> Http2Stream:
+        if not self.client:
+            self.check_can_open()
+            raise StreamError(
+                "an HTTP/2 server cannot open streams: only the client side sends requests"
+            )
+        self.check_can_open()
+        await self._wait_for_slot()
+        stream = await super().open_stream(headers, wait_accept=wait_accept)
+        assert isinstance(stream, Http2Stream)
+        return stream
+
+    async def _wait_for_slot(self) -> None:
+        """Wait while the peer's ``SETTINGS_MAX_CONCURRENT_STREAMS`` is reached."""
+        if self._conn.open_outbound_streams < self._conn.remote_settings.max_concurrent_streams:
+            return
+        timeout = self.settings.open_timeout
+        try:
+            with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                while True:
+                    self.check_can_open()
+                    if self._torn_down:
+                        raise ConnectionLost("the connection is closed")
+                    limit = self._conn.remote_settings.max_concurrent_streams
+                    if self._conn.open_outbound_streams < limit:
+                        return
+                    waiter = self._slot_waiter = self._slot_waiter or anyio.Event()
+                    await waiter.wait()
+        except TimeoutError:
+            raise OpenTimeout(
+                f"the peer's limit of concurrent streams stayed reached for {timeout} s"
+            ) from None
+
+    def _wake_slot(self) -> None:
+        waiter, self._slot_waiter = self._slot_waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def _new_stream(self, stream_id: int, headers: Headers, *, local: bool) -> Http2Stream:
+        settings = self.settings
+        return Http2Stream(
+            self,
+            stream_id,
+            headers,
+            local=local,
+            send_window=MAX_WINDOW,
+            receive_window=settings.receive_window,
+            max_receive_window=settings.max_receive_window,
+            max_frame=STREAM_CHUNK,
+        )
+
+    def create_local_stream(self, headers: Headers) -> MuxStream:
+        if self._torn_down:
+            raise ConnectionLost("the connection is closed")
+        # checked now, before the stream exists anywhere, so a bad header costs nothing
+        request = _mapping.request_headers(headers, scheme=self._scheme, authority=self._authority)
+        try:
+            stream_id = self._conn.get_next_available_stream_id()
+        except _H2_ERRORS:
+            # 2**30 streams on one connection: a new connection is needed
+            going = GoingAway("this connection has used every stream id", last_stream_id=0)
+            self.on_goaway(going)
+            raise going from None
+        stream = self._new_stream(stream_id, headers, local=True)
+        stream.request = request
+        return stream
+
+    async def write_open(self, stream: MuxStream) -> None:
+        # synchronous up to here: the id allocated in create_local_stream is still the next
+        assert isinstance(stream, Http2Stream)
+        # a GET or HEAD has no body, and servers answer it once the request is complete
+        end = stream.request[0][1] in _mapping.BODYLESS_METHODS
+        try:
+            self._conn.send_headers(stream.stream_id, stream.request, end_stream=end)
+        except _H2_ERRORS as exc:
+            self.check_can_open()
+            raise ConnectionLost(f"cannot open a stream: {exc}") from exc
+        if end:
+            stream.end_with_headers()
+        self._flush()
+        await anyio.lowlevel.checkpoint()
+
+    def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
+        try:
+            response = _mapping.accept_response(response_headers)
+        except ValueError as exc:
+            logger.warning(
+                "stream %s: cannot send the handler's headers: %s", stream.stream_id, exc
+            )
+            response = [(":status", "200")]
+        # both sides then see the same response headers, :status included
+        response_headers.clear()
+        response_headers.extend(response)
+        self._call(stream, lambda: self._conn.send_headers(stream.stream_id, response))
+
+    def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
+        stream_id = stream.stream_id
+        if rejection.retryable:
+            self._call(stream, lambda: self._conn.reset_stream(stream_id, ErrorCode.REFUSED_STREAM))
+            return
+        response = _mapping.reject_response(rejection)
+
+        def respond() -> None:
+            self._conn.send_headers(stream_id, response, end_stream=True)
+            if not stream.recv_eof:
+                # RFC 9113, section 8.1: a complete response, then NO_ERROR stops the upload
+                self._conn.reset_stream(stream_id, ErrorCode.NO_ERROR)
+
+        self._call(stream, respond)
+
+    def write_goaway(self) -> None:
+        if self._torn_down:
+            return
+        self._conn.send_graceful_goaway(self._conn.highest_inbound_stream_id)
+        self._flush()
+
+    # -- the stream owner interface ----------------------------------------------------------
+
+    async def write_data(self, stream: MuxStream, data: memoryview) -> None:
+        stream_id = stream.stream_id
+        view = data
+        while view:
+            stream._check_sendable()
+            if self._torn_down:
+                self.check_can_open()
+                raise ConnectionLost("the connection is closed")
+            try:
+                window = self._conn.local_flow_control_window(stream_id)
+            except _H2_ERRORS:
+                window = 0
+                stream._check_sendable()
+            size = min(len(view), window, self._conn.max_outbound_frame_size)
+            if size <= 0:
+                waiter = self._send_waiters.get(stream_id)
+                if waiter is None:
+                    waiter = self._send_waiters[stream_id] = anyio.Event()
+                await waiter.wait()
+                continue
+            try:
+                self._conn.send_data(stream_id, view[:size].tobytes())
+            except _H2_ERRORS as exc:
+                stream._check_sendable()
+                raise ConnectionLost(f"stream {stream_id} cannot send: {exc}") from exc
+            view = view[size:]
+            self._flush()
+            await self._out.drain()
+
+    def write_eof(self, stream: MuxStream) -> None:
+        if isinstance(stream, Http2Stream) and stream.ended_with_headers:
+            return
+        self._call(stream, lambda: self._conn.end_stream(stream.stream_id))
+
+    def write_reset(self, stream: MuxStream, code: int) -> None:
+        self._call(stream, lambda: self._conn.reset_stream(stream.stream_id, code))
+        self._wake_sender(stream.stream_id)
+
+    def write_window_update(self, stream: MuxStream, increment: int) -> None:
+        assert isinstance(stream, Http2Stream)
+        self._call(
+            stream, lambda: self._conn.increment_flow_control_window(increment, stream.stream_id)
+        )
+
+    def stream_finished(self, stream: MuxStream) -> None:
+        super().stream_finished(stream)
+        assert isinstance(stream, Http2Stream)
+        # what the stream will never read still counts against the connection's window
+        self.return_connection_credit(stream.data_arrived - stream.data_credited)
+        stream.data_credited = stream.data_arrived
+        self._wake_sender(stream.stream_id)
+        self._wake_slot()
+
+    def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._transport.extra_attributes
+
+    def _call(self, stream: MuxStream, action: Callable[[], None]) -> None:
+        """Run an h2 call about *stream* that may find the stream already closed in h2."""
+        if self._torn_down:
+            return
+        try:
+            action()
+        except _H2_ERRORS as exc:
+            logger.debug("stream %s: h2 refused a frame: %r", stream.stream_id, exc)
+        self._flush()
+
+    def _call_connection(self, action: Callable[[], None]) -> None:
+        """Run an h2 call about the whole connection; h2 may already consider it closed."""
+        try:
+            action()
+        except _H2_ERRORS as exc:
+            logger.debug("h2 refused a connection frame: %r", exc)
+        self._flush()
+
+    def return_connection_credit(self, size: int) -> None:
+        if size <= 0 or self._torn_down:
+            return
+        self._connection_credit += size
+        window = self.h2_settings.connection_window
+        # batched, but never so much that the peer runs dry while we sit on credit
+        low = self._conn.inbound_flow_control_window < window // 4
+        if self._connection_credit >= window // 16 or low:
+            credit, self._connection_credit = self._connection_credit, 0
+            try:
+                self._conn.increment_flow_control_window(credit)
+            except _H2_ERRORS as exc:
+                logger.debug("connection credit of %s refused by h2: %r", credit, exc)
+            self._flush()
+
+    def _wake_sender(self, stream_id: int) -> None:
+        waiter = self._send_waiters.pop(stream_id, None)
+        if waiter is not None:
+            waiter.set()
+
+    # -- what arrives ----------------------------------------------------------------------
+
+    def _stream(self, stream_id: int) -> Http2Stream | None:
+        stream = self.streams.get(stream_id)
+        return stream if isinstance(stream, Http2Stream) else None
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            self._on_data(event)
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.stream_id:
+                self._wake_sender(event.stream_id)
+            else:
+                for stream_id in list(self._send_waiters):
+                    self._wake_sender(stream_id)
+        elif isinstance(event, h2.events.RequestReceived):
+            self._on_request(event)
+        elif isinstance(event, h2.events.ResponseReceived):
+            self._on_response(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._stream(event.stream_id or 0)
+            if stream is not None:
+                stream.on_eof()
+            self._wake_slot()
+        elif isinstance(event, h2.events.StreamReset):
+            self._on_reset(event)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self._stream(event.stream_id or 0)
+            if stream is not None:
+                stream.trailers = Headers(_pairs(event.headers))
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            for stream_id in list(self._send_waiters):
+                self._wake_sender(stream_id)
+            self._wake_slot()
+        elif isinstance(event, h2.events.PingAckReceived):
+            self._on_ping_ack(event.ping_data or b"")
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._on_goaway(event)
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        stream_id = event.stream_id or 0
+        data = event.data or b""
+        controlled = event.flow_controlled_length or 0
+        padding = controlled - len(data)
+        stream = self._stream(stream_id)
+        if stream is None or stream.finished:
+            # nobody will read it: give the credit back at once
+            self.return_connection_credit(controlled)
+            return
+        if padding:
+            self.return_connection_credit(padding)
+            self._call(stream, lambda: self._conn.increment_flow_control_window(padding, stream_id))
+        stream.data_arrived += len(data)
+        stream.on_data(data)
+        if stream.finished or stream.is_closed:
+            self.return_connection_credit(stream.data_arrived - stream.data_credited)
+            stream.data_credited = stream.data_arrived
+
+    def _on_request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id or 0
+        stream = self._new_stream(stream_id, Headers(_pairs(event.headers)), local=False)
+        self.incoming(stream)
+
+    def _on_response(self, event: h2.events.ResponseReceived) -> None:
+        stream_id = event.stream_id or 0
+        stream = self._stream(stream_id)
+        if stream is None:
+            return
+        headers = Headers(_pairs(event.headers))
+        if _mapping.is_accepted(headers.get(":status", "")):
+            stream.on_accepted(headers)
+            return
+        stream.on_rejected(_mapping.rejection_from_response(headers))
+        # the rejection ends our direction too, so the stream stops counting as open
+        with contextlib.suppress(*_H2_ERRORS):
+            self._conn.reset_stream(stream_id, ErrorCode.CANCEL)
+
+    def _on_reset(self, event: h2.events.StreamReset) -> None:
+        stream_id = event.stream_id or 0
+        code = int(event.error_code or 0)
+        stream = self._stream(stream_id)
+        self._wake_sender(stream_id)
+        self._wake_slot()
+        if stream is None:
+            return
+        if stream.local and stream.accept_state is AcceptState.PENDING:
+            retryable = code == ErrorCode.REFUSED_STREAM
+            reason = "refused" if retryable else f"reset before a response ({code})"
+            stream.on_rejected(StreamRejected(Headers(), reason, code=code, retryable=retryable))
+            return
+        stream.on_reset(code)
+
+    def _on_ping_ack(self, opaque: bytes) -> None:
+        pending = self._pings.pop(opaque, None)
+        if pending is None:
+            return
+        sent_at, event = pending
+        rtt = anyio.current_time() - sent_at
+        self._rtt = rtt
+        self._ping_results[opaque] = rtt
+        event.set()
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        code = int(event.error_code or 0)
+        last = event.last_stream_id or 0
+        debug = (event.additional_data or b"").decode("utf-8", "replace")
+        if code != ErrorCode.NO_ERROR:
+            message = f"the peer closed the connection with {ErrorCode.coerce(code)!r}"
+            self._teardown(ProtocolError(f"{message}: {debug}" if debug else message, code))
+            return
+        going = GoingAway(
+            f"the peer is going away; streams above {last} were not processed",
+            code=code,
+            last_stream_id=last,
+        )
+        self.on_goaway(going)
+        for stream in list(self.streams.values()):
+            if stream.local and stream.stream_id > last:
+                stream.on_connection_lost(going)
+        self._wake_slot()
+
+
+def _pairs(headers: Any) -> list[tuple[str, str]]:
+    out = []
+    for name, value in headers or ():
+        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        out.append((name, value))
+    return out
