@@ -39,6 +39,20 @@ class ProviderConformance:
 
     #: what the checks may assume about the provider
     options: ClassVar[ConformanceOptions] = ConformanceOptions()
+    #: checks whose rule the protocol cannot express, by check name, with the reason
+    #: (for example: HTTP/2 servers cannot open streams). They are not generated at all,
+    #: rather than skipped; state the reason so readers see what was left out and why.
+    not_applicable: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, reason in cls.not_applicable.items():
+            if name not in CHECKS:
+                raise TypeError(f"{cls.__name__}.not_applicable names no check {name!r}")
+            if not reason:
+                raise TypeError(f"{cls.__name__}.not_applicable[{name!r}] needs a reason")
+            # None hides the inherited test from collection
+            setattr(cls, f"test_{name}", None)
 
     @pytest.fixture(params=["asyncio", "trio"])
     def anyio_backend(self, request: pytest.FixtureRequest) -> Any:

@@ -138,3 +138,21 @@ async def test_the_unbroken_provider_passes_those_checks() -> None:
     for _, checks in BREAKS.values():
         for check_name in checks:
             await CHECKS[check_name](make, OPTIONS)  # type: ignore[arg-type]
+
+
+def test_not_applicable_checks_need_a_known_name_and_a_reason() -> None:
+    from streams.testing import ProviderConformance
+
+    class Fine(ProviderConformance):
+        not_applicable = {"handler_exception": "this protocol has no handlers"}
+
+    assert Fine.test_handler_exception is None  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="names no check"):
+
+        class Unknown(ProviderConformance):
+            not_applicable = {"no_such_check": "why"}
+
+    with pytest.raises(TypeError, match="needs a reason"):
+
+        class Silent(ProviderConformance):
+            not_applicable = {"handler_exception": ""}
