@@ -10,6 +10,7 @@ backend gets the same, tested semantics.
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -118,7 +119,7 @@ class MuxStream(Stream):
         #: bytes moved each way, for introspection
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.opened_at = anyio.current_time()
+        self.opened_at = time.monotonic()
 
     # -- the contract --------------------------------------------------------------------
 
@@ -292,7 +293,7 @@ class MuxStream(Stream):
         self.buffered -= size
         self.bytes_received += size
         if not self._recv_eof and self._reset is None:
-            increment = self._recv_window.on_consumed(size, anyio.current_time(), self._owner.rtt)
+            increment = self._recv_window.on_consumed(size, time.monotonic(), self._owner.rtt)
             if increment:
                 self._owner.write_window_update(self, increment)
         return data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -73,7 +74,7 @@ class DebugStream(DelegatingStream):
         super().__init__(inner)
         self.owner = owner
         self.direction = direction
-        self.opened_at = anyio.current_time()
+        self.opened_at = time.monotonic()
         self.bytes_sent = 0
         self.bytes_received = 0
         self.eof_sent = False
@@ -204,12 +205,12 @@ class DebugProvider(StreamProvider):
                 state=stream.state,
                 bytes_sent=stream.bytes_sent,
                 bytes_received=stream.bytes_received,
-                seconds=round(anyio.current_time() - stream.opened_at, 3),
+                seconds=round(time.monotonic() - stream.opened_at, 3),
             )
 
     def streams(self) -> list[StreamInfo]:
         """The open streams, oldest first."""
-        now = anyio.current_time()
+        now = time.monotonic()
         rows = [stream.info(now) for stream in self._open.values()]
         return sorted(rows, key=lambda row: -row.age)
 

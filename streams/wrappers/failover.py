@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -258,7 +259,7 @@ class Failover(StreamProvider):
         return min(rtts) if rtts else None
 
     async def ping(self) -> float:
-        member = self._pick(anyio.current_time(), set())
+        member = self._pick(time.monotonic(), set())
         if member is None:
             raise NoEndpointAvailable(self.name, self._reasons({}))
         return await member.provider.ping()
@@ -332,7 +333,7 @@ class Failover(StreamProvider):
         )
 
     def _reasons(self, errors: Mapping[str, str]) -> dict[str, str]:
-        now = anyio.current_time()
+        now = time.monotonic()
         return {
             member.state.name: errors.get(member.state.name) or member.state.why_unavailable(now)
             for member in self._members()
@@ -357,7 +358,7 @@ class Failover(StreamProvider):
         try:
             attempt = 0
             while True:
-                member = self._pick(anyio.current_time(), tried)
+                member = self._pick(time.monotonic(), tried)
                 if member is None:
                     raise NoEndpointAvailable(self.name, self._reasons(errors))
                 attempt += 1
@@ -394,7 +395,7 @@ class Failover(StreamProvider):
         return options.retries.allows(self._retrying, self._active + self._pending)
 
     def _record_failure(self, member: _Member, error: BaseException) -> None:
-        now = anyio.current_time()
+        now = time.monotonic()
         group = [m.state for m in self._groups[member.state.group]]
         if member.state.failed(
             str(error) or type(error).__name__, now, self.options.outlier_detection, group
@@ -432,7 +433,7 @@ class Failover(StreamProvider):
                 error = f"no answer within {options.timeout} s"
             except Exception as exc:
                 error = str(exc) or type(exc).__name__
-            now = anyio.current_time()
+            now = time.monotonic()
             if error is None:
                 if member.state.health_passed(now, options):
                     self._emit("healthy", member)
@@ -455,7 +456,7 @@ class Failover(StreamProvider):
             endpoint=member.state.name if member else None,
             group=member.state.group if member else group,
             detail=detail or {},
-            at=anyio.current_time(),
+            at=time.monotonic(),
         )
         logger.info("%s: %s %s %s", self.name, kind, event.endpoint or "", dict(event.detail))
         for callback in list(self._subscribers):
@@ -475,7 +476,7 @@ class Failover(StreamProvider):
 
     def describe(self) -> dict[str, Any]:
         """Groups, endpoints and their states, traffic shares and totals, as plain data."""
-        now = anyio.current_time()
+        now = time.monotonic()
         loads = self._refresh(now)
         groups = []
         for index, group in enumerate(self._groups):
@@ -518,7 +519,7 @@ class Failover(StreamProvider):
 
     def explain(self) -> dict[str, Any]:
         """Which endpoint the next stream would go to, and why."""
-        now = anyio.current_time()
+        now = time.monotonic()
         description = self.describe()
         choice = self._pick(now, set(), peek=True)
         if choice is None:

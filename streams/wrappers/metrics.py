@@ -18,11 +18,11 @@ optionally one header with a cap on its distinct values), never a stream id.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -88,6 +88,36 @@ def _float_text(value: float) -> str:
     return repr(float(value))
 
 
+class _Bundle:
+    """Every series one label set touches, looked up once and kept: a stream's hot path
+    then only adds to attributes."""
+
+    __slots__ = (
+        "accepted",
+        "active",
+        "duration",
+        "failed",
+        "labels",
+        "latency",
+        "metrics",
+        "received",
+        "rejected",
+        "sent",
+    )
+
+    def __init__(self, metrics: StreamMetrics, labels: tuple[str, ...]) -> None:
+        self.metrics = metrics
+        self.labels = labels
+        self.accepted = metrics.counter(metrics.opens, (*labels, "accepted"))
+        self.rejected = metrics.counter(metrics.opens, (*labels, "rejected"))
+        self.failed = metrics.counter(metrics.opens, (*labels, "failed"))
+        self.sent = metrics.counter(metrics.sent, labels)
+        self.received = metrics.counter(metrics.received, labels)
+        self.active = metrics.gauge(metrics.active, labels)
+        self.duration = metrics.histogram(metrics.duration, labels)
+        self.latency = metrics.histogram(metrics.latency, labels)
+
+
 @dataclass(frozen=True, slots=True)
 class _Family:
     name: str
@@ -143,6 +173,7 @@ class StreamMetrics(Collector):
         }
         self._buckets = {self.duration: DURATION_BUCKETS, self.latency: LATENCY_BUCKETS}
         self._describers: list[tuple[str, Callable[[], Mapping[str, Any]]]] = []
+        self._bundles: dict[tuple[str, ...], _Bundle] = {}
         if registry is not None:
             registry.register(self)
 
@@ -160,6 +191,13 @@ class StreamMetrics(Collector):
                 return (OTHER_VALUE,)
             self._header_values.add(value)
         return (value,)
+
+    def bundle(self, labels: tuple[str, ...]) -> _Bundle:
+        """The series of one label set, cached."""
+        bundle = self._bundles.get(labels)
+        if bundle is None:
+            bundle = self._bundles[labels] = _Bundle(self, labels)
+        return bundle
 
     def counter(self, family: _Family, labels: tuple[str, ...]) -> _Cell:
         """The cell of one counter series, created at zero on first use."""
@@ -187,9 +225,9 @@ class StreamMetrics(Collector):
 
     def wrap_inbound(self, stream: Stream, upstream: str, backend: str) -> Stream:
         """Count *stream*, accepted by a server, as an inbound stream of *upstream*."""
-        labels = (upstream, backend, "inbound", *self.header_value(stream.headers))
-        self.counter(self.opens, (*labels, "accepted")).value += 1
-        return MetricsStream(stream, self, labels)
+        bundle = self.bundle((upstream, backend, "inbound", *self.header_value(stream.headers)))
+        bundle.accepted.value += 1
+        return MetricsStream(stream, bundle)
 
     def add_describer(self, upstream: str, describe: Callable[[], Mapping[str, Any]]) -> None:
         """Report connection and endpoint state from *describe* at every scrape."""
@@ -282,26 +320,15 @@ def _endpoints(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 class MetricsStream(DelegatingStream):
     """A stream that counts its bytes and reports its end to :class:`StreamMetrics`."""
 
-    __slots__ = (
-        "_active",
-        "_closed",
-        "_labels",
-        "_metrics",
-        "_opened",
-        "_reset_seen",
-        "_rx",
-        "_tx",
-    )
+    __slots__ = ("_bundle", "_closed", "_opened", "_reset_seen", "_rx", "_tx")
 
-    def __init__(self, inner: Stream, metrics: StreamMetrics, labels: tuple[str, ...]) -> None:
+    def __init__(self, inner: Stream, bundle: _Bundle) -> None:
         super().__init__(inner)
-        self._metrics = metrics
-        self._labels = labels
-        self._tx = metrics.counter(metrics.sent, labels)
-        self._rx = metrics.counter(metrics.received, labels)
-        self._active = metrics.gauge(metrics.active, labels)
-        self._active.value += 1
-        self._opened = anyio.current_time()
+        self._bundle = bundle
+        self._tx = bundle.sent
+        self._rx = bundle.received
+        bundle.active.value += 1
+        self._opened = time.monotonic()
         self._closed = False
         self._reset_seen = False
 
@@ -330,9 +357,8 @@ class MetricsStream(DelegatingStream):
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            self._active.value -= 1
-            duration = anyio.current_time() - self._opened
-            self._metrics.histogram(self._metrics.duration, self._labels).observe(duration)
+            self._bundle.active.value -= 1
+            self._bundle.duration.observe(time.monotonic() - self._opened)
         await self._inner.aclose()
 
     def _record_reset(self, error: StreamReset) -> None:
@@ -341,7 +367,8 @@ class MetricsStream(DelegatingStream):
         self._reset_seen = True
         code = error.code.name if isinstance(error.code, ErrorCode) else str(error.code)
         side = "remote" if error.remote else "local"
-        self._metrics.counter(self._metrics.resets, (*self._labels, code, side)).value += 1
+        metrics = self._bundle.metrics
+        metrics.counter(metrics.resets, (*self._bundle.labels, code, side)).value += 1
 
 
 class MetricsProvider(StreamProvider):
@@ -359,6 +386,10 @@ class MetricsProvider(StreamProvider):
         self.backend_name = inner.backend_name
         self._outbound = (upstream, self.backend_name, "outbound")
         self._inbound = (upstream, self.backend_name, "inbound")
+        # with a header label the label set depends on each stream's headers
+        self._outbound_bundle = (
+            metrics.bundle(self._outbound) if metrics.header_label is None else None
+        )
         describe = getattr(inner, "describe", None)
         if callable(describe):
             metrics.add_describer(upstream, describe)
@@ -367,38 +398,40 @@ class MetricsProvider(StreamProvider):
         self, headers: HeadersLike | None = None, *, wait_accept: bool = True
     ) -> Stream:
         metrics = self.metrics
-        request = Headers.coerce(headers)
-        labels = self._outbound + metrics.header_value(request)
-        started = anyio.current_time()
+        if self._outbound_bundle is not None:
+            bundle = self._outbound_bundle
+        else:
+            headers = Headers.coerce(headers)
+            bundle = metrics.bundle(self._outbound + metrics.header_value(headers))
+        started = time.monotonic()
         try:
-            stream = await self.inner.open_stream(request, wait_accept=wait_accept)
+            stream = await self.inner.open_stream(headers, wait_accept=wait_accept)
         except StreamRejected:
-            metrics.counter(metrics.opens, (*labels, "rejected")).value += 1
+            bundle.rejected.value += 1
             raise
         except BaseException:
-            metrics.counter(metrics.opens, (*labels, "failed")).value += 1
+            bundle.failed.value += 1
             raise
-        metrics.counter(metrics.opens, (*labels, "accepted")).value += 1
+        bundle.accepted.value += 1
         if wait_accept:
-            latency = anyio.current_time() - started
-            metrics.histogram(metrics.latency, labels).observe(latency)
-        return MetricsStream(stream, metrics, labels)
+            bundle.latency.observe(time.monotonic() - started)
+        return MetricsStream(stream, bundle)
 
     def listen(self, handler: Handler | None = None) -> Listener:
         metrics = self.metrics
 
+        def bundle(headers: Headers) -> _Bundle:
+            return metrics.bundle(self._inbound + metrics.header_value(headers))
+
         def decided(headers: Headers, accept: bool) -> None:
-            labels = self._inbound + metrics.header_value(headers)
-            outcome = "accepted" if accept else "rejected"
-            metrics.counter(metrics.opens, (*labels, outcome)).value += 1
+            target = bundle(headers)
+            (target.accepted if accept else target.rejected).value += 1
 
         def failed(headers: Headers, error: Exception) -> None:
-            labels = self._inbound + metrics.header_value(headers)
-            metrics.counter(metrics.opens, (*labels, "failed")).value += 1
+            bundle(headers).failed.value += 1
 
         def wrap(stream: Stream) -> Stream:
-            labels = self._inbound + metrics.header_value(stream.headers)
-            return MetricsStream(stream, metrics, labels)
+            return MetricsStream(stream, bundle(stream.headers))
 
         inner = self.inner.listen(observe_handler(handler, decided, failed))
         return DelegatingListener(inner, wrap)
