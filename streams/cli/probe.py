@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .._core.abc import StreamProvider
 from .._core.headers import Headers
@@ -128,8 +131,12 @@ async def probe(
     size: int,
     headers: Headers | None = None,
     check_headers: bool = True,
+    on_done: Callable[[], None] | None = None,
 ) -> ProbeResult:
-    """Probe the echo server behind *provider*; see the module's description."""
+    """Probe the echo server behind *provider*; see the module's description.
+
+    :param on_done: called as each stream finishes (for a progress display)
+    """
     result = ProbeResult(streams=streams, bytes_each_way=size)
     started = anyio.current_time()
 
@@ -140,6 +147,8 @@ async def probe(
             result.failures.append(f"stream {index}: {exc!r}")
         else:
             result.verified += 1
+        if on_done is not None:
+            on_done()
 
     async with anyio.create_task_group() as group:
         for index in range(streams):
@@ -155,8 +164,19 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         result = ProbeResult(streams=args.streams, bytes_each_way=args.bytes)
+        # a progress bar for people at a terminal; scripts read only the summary line
+        progress = Progress(
+            TextColumn("probe"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=not sys.stderr.isatty(),
+        )
         try:
-            with anyio.fail_after(args.timeout):
+            with anyio.fail_after(args.timeout), progress:
+                task = progress.add_task("streams", total=args.streams)
                 async with backend.connect(args.connect, options) as provider:
                     result = await probe(
                         provider,
@@ -164,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                         size=args.bytes,
                         headers=headers,
                         check_headers=not args.raw,
+                        on_done=lambda: progress.advance(task),
                     )
         except TimeoutError:
             result.failures.append(f"timed out after {args.timeout} s")

@@ -350,9 +350,6 @@ class Runtime:
             old = self._upstreams.get(spec.name)
             if old is not None and old.spec == spec:
                 continue
-            for endpoint_group in spec.groups:
-                for endpoint in endpoint_group.endpoints:
-                    Address.parse(endpoint.address)
             built = await self._build_upstream(spec)
             self.admin_state.describers[spec.name] = built.failover.describe
             facade = self._facades.get(spec.name)

@@ -79,3 +79,36 @@ def test_the_embedded_default_topology_runs_and_fails_over(loop: str) -> None:
         held.close()
     assert process.returncode == 0, "".join(process.errors)  # type: ignore[attr-defined]
     assert "streams: stopped" in "".join(process.output)  # type: ignore[attr-defined]
+
+
+def test_sighup_reloads_the_file_and_keeps_the_old_one_when_invalid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import time
+
+    from streams.cli.run import default_topology_text
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(default_topology_text())
+    command = streams_command("run", str(path), "--any-port")
+    with running(command, ready_line="Ctrl-C", timeout=30) as process:
+        output = process.output  # type: ignore[attr-defined]
+
+        def wait_for(text: str) -> str:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                for line in output:
+                    if text in line:
+                        return str(line)
+                time.sleep(0.05)
+            raise AssertionError(f"{text!r} never appeared: {''.join(output)}")
+
+        path.write_text(default_topology_text().replace("interval: 1s", "interval: 2s"))
+        process.send_signal(signal.SIGHUP)
+        assert "upstream echo changed" in wait_for("streams: reloaded")
+        path.write_text(default_topology_text().replace("backend: framer", "backend: smoke"))
+        process.send_signal(signal.SIGHUP)
+        refused = wait_for("reload refused")
+        assert "unknown backend 'smoke'" in refused
+        admin = re.search(r"admin listening on http://([\d.:]+)", "".join(output))
+        assert admin is not None
+        assert "ok" in http(f"http://{admin.group(1)}/healthz")
