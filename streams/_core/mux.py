@@ -28,10 +28,10 @@ from .errors import (
     GoingAway,
     OpenTimeout,
     ProviderClosed,
-    StreamClosed,
     StreamRejected,
 )
 from .headers import Headers, HeadersLike
+from .queue_listener import QueueListener
 from .stream import AcceptState, MuxStream
 from .tasks import TaskHost
 
@@ -84,16 +84,14 @@ class MuxSettings:
             raise ConfigError("must not be negative", path="close_grace")
 
 
-class MuxListener(Listener):
+class MuxListener(QueueListener):
     """The listener of a :class:`MuxProvider`: a bounded queue of accepted streams."""
 
     def __init__(self, provider: MuxProvider, handler: Handler | None) -> None:
+        super().__init__()
         self._provider = provider
         self.handler = handler
-        self._items: deque[MuxStream | BaseException] = deque()
         self._deciding = 0
-        self._waiter: anyio.Event | None = None
-        self.closed = False
 
     def has_room(self) -> bool:
         """``True`` if one more stream fits in the accept backlog."""
@@ -102,42 +100,19 @@ class MuxListener(Listener):
 
     def offer(self, item: MuxStream | BaseException) -> None:
         """Queue an accepted stream, or an error to raise from :meth:`accept`."""
-        self._items.append(item)
-        self.wake()
+        self._put(item)
 
-    def wake(self) -> None:
-        """Wake a task waiting in :meth:`accept`."""
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.set()
+    def _end_error(self) -> BaseException | None:
+        return self._provider.listener_error()
 
-    async def accept(self) -> Stream:
-        while True:
-            if self.closed:
-                raise StreamClosed("listener is closed")
-            if self._items:
-                item = self._items.popleft()
-                if isinstance(item, BaseException):
-                    raise item
-                await anyio.lowlevel.checkpoint()
-                return item
-            error = self._provider.listener_error()
-            if error is not None:
-                raise error
-            waiter = self._waiter = anyio.Event()
-            await waiter.wait()
+    async def _discard(self, stream: Stream) -> None:
+        assert isinstance(stream, MuxStream)
+        stream.close_now()
 
     async def aclose(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        while self._items:
-            item = self._items.popleft()
-            if isinstance(item, MuxStream):
-                item.close_now()
-        self._provider.listener_closed(self)
-        self.wake()
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+        if not self.closed:
+            self._provider.listener_closed(self)
+        await super().aclose()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:

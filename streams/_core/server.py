@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -17,6 +16,7 @@ import anyio.lowlevel
 
 from .abc import Handler, Listener, Stream, StreamProvider
 from .errors import ErrorCode, GoingAway, StreamClosed
+from .queue_listener import QueueListener
 from .tasks import TaskHost
 
 __all__ = ["ConnectionServer", "MergedListener", "StreamServer"]
@@ -24,7 +24,7 @@ __all__ = ["ConnectionServer", "MergedListener", "StreamServer"]
 logger = logging.getLogger("streams.server")
 
 
-class MergedListener(Listener):
+class MergedListener(QueueListener):
     """One listener fed with the streams of many connections (a server's, or a pool's).
 
     :param backlog: streams queued for :meth:`accept`; more are reset with
@@ -32,62 +32,28 @@ class MergedListener(Listener):
     """
 
     def __init__(self, backlog: int = 1024) -> None:
+        super().__init__()
         self._backlog = backlog
-        self._items: deque[Stream | BaseException] = deque()
-        self._waiter: anyio.Event | None = None
-        self._closed = False
         self._ended: BaseException | None = None
 
     def feed(self, item: Stream | BaseException) -> bool:
         """Queue a stream (or an error for :meth:`accept` to raise); ``False`` if full."""
-        if self._closed or self._ended is not None or len(self._items) >= self._backlog:
+        if self.closed or self._ended is not None or len(self._items) >= self._backlog:
             return False
-        self._items.append(item)
-        self._wake()
+        self._put(item)
         return True
 
     def end(self, error: BaseException) -> None:
         """No more streams will come: :meth:`accept` raises *error* once the queue is empty."""
         if self._ended is None:
             self._ended = error
-            self._wake()
+            self.wake()
 
-    @property
-    def closed(self) -> bool:
-        """``True`` once :meth:`aclose` was called."""
-        return self._closed
+    def _end_error(self) -> BaseException | None:
+        return self._ended
 
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            waiter.set()
-
-    async def accept(self) -> Stream:
-        while True:
-            if self._closed:
-                raise StreamClosed("listener is closed")
-            if self._items:
-                item = self._items.popleft()
-                if isinstance(item, BaseException):
-                    raise item
-                await anyio.lowlevel.checkpoint()
-                return item
-            if self._ended is not None:
-                raise self._ended
-            waiter = self._waiter = anyio.Event()
-            await waiter.wait()
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        while self._items:
-            item = self._items.popleft()
-            if isinstance(item, Stream):
-                with anyio.CancelScope(shield=True):
-                    await item.reset(ErrorCode.REFUSED_STREAM)
-        self._wake()
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+    async def _discard(self, stream: Stream) -> None:
+        await stream.reset(ErrorCode.REFUSED_STREAM)
 
 
 class StreamServer(ABC):

@@ -22,14 +22,15 @@ import anyio.abc
 import anyio.lowlevel
 from prometheus_client import CollectorRegistry
 
-from .._core.abc import Handler, Listener, Stream, StreamProvider
+from .._core.abc import Handler, StreamProvider
 from .._core.errors import ConfigError, ProviderClosed
-from .._core.headers import Headers, HeadersLike
+from .._core.headers import Headers
 from .._core.server import StreamServer
 from .._core.tasks import TaskHost
 from .._core.transport import Address
 from ..admin import AdminEndpoint, AdminState
 from ..backends import get_backend
+from ..wrappers._delegate import DelegatingProvider
 from ..wrappers.debug import DebugProvider
 from ..wrappers.discovery import DNSResolver
 from ..wrappers.failover import Failover
@@ -47,47 +48,18 @@ logger = logging.getLogger("streams.runtime")
 RELOAD_GRACE = 300.0
 
 
-class ReloadableProvider(StreamProvider):
+class ReloadableProvider(DelegatingProvider):
     """A stable provider in front of one that a reload may replace: new streams go to the
     current one; streams of a replaced one finish undisturbed while it drains."""
 
-    def __init__(self, inner: StreamProvider) -> None:
-        self.current = inner
-        self.backend_name = inner.backend_name
-
-    async def open_stream(
-        self, headers: HeadersLike | None = None, *, wait_accept: bool = True
-    ) -> Stream:
-        return await self.current.open_stream(headers, wait_accept=wait_accept)
-
-    def listen(self, handler: Handler | None = None) -> Listener:
-        return self.current.listen(handler)
-
-    async def aclose(self, *, grace: float | None = None) -> None:
-        await self.current.aclose(grace=grace)
-
-    async def wait_closed(self) -> None:
-        await self.current.wait_closed()
-
     @property
-    def is_closing(self) -> bool:
-        return self.current.is_closing
+    def current(self) -> StreamProvider:
+        """The provider new streams go to."""
+        return self.inner
 
-    @property
-    def active_streams(self) -> int:
-        return self.current.active_streams
-
-    @property
-    def rtt(self) -> float | None:
-        return self.current.rtt
-
-    async def ping(self) -> float:
-        return await self.current.ping()
-
-    def describe(self) -> Mapping[str, Any]:
-        """The current provider's description."""
-        describe = getattr(self.current, "describe", None)
-        return describe() if callable(describe) else {}
+    @current.setter
+    def current(self, provider: StreamProvider) -> None:
+        self.inner = provider
 
 
 class _Upstream:

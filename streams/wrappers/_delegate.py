@@ -7,11 +7,11 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from .._core.abc import Handler, HandlerResult, Listener, Stream
+from .._core.abc import Handler, HandlerResult, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode
-from .._core.headers import Headers
+from .._core.headers import Headers, HeadersLike
 
-__all__ = ["DelegatingListener", "DelegatingStream", "observe_handler"]
+__all__ = ["DelegatingListener", "DelegatingProvider", "DelegatingStream", "observe_handler"]
 
 
 class DelegatingStream(Stream):
@@ -126,3 +126,51 @@ async def _observe_async(
         raise
     on_decision(headers, bool(result[1]) if isinstance(result, tuple) else False)
     return result
+
+
+class DelegatingProvider(StreamProvider):
+    """A :class:`StreamProvider` that forwards everything to *inner*; wrappers override what
+    they add. The wrapped provider's lifecycle stays its owner's (entering this one does not
+    enter it)."""
+
+    def __init__(self, inner: StreamProvider) -> None:
+        self.inner = inner
+        self.backend_name = inner.backend_name
+
+    async def open_stream(
+        self, headers: HeadersLike | None = None, *, wait_accept: bool = True
+    ) -> Stream:
+        return await self.inner.open_stream(headers, wait_accept=wait_accept)
+
+    def listen(self, handler: Handler | None = None) -> Listener:
+        return self.inner.listen(handler)
+
+    async def aclose(self, *, grace: float | None = None) -> None:
+        await self.inner.aclose(grace=grace)
+
+    async def wait_closed(self) -> None:
+        await self.inner.wait_closed()
+
+    @property
+    def is_closing(self) -> bool:
+        return self.inner.is_closing
+
+    @property
+    def active_streams(self) -> int:
+        return self.inner.active_streams
+
+    @property
+    def max_streams(self) -> int | None:
+        return self.inner.max_streams
+
+    @property
+    def rtt(self) -> float | None:
+        return self.inner.rtt
+
+    async def ping(self) -> float:
+        return await self.inner.ping()
+
+    def describe(self) -> Mapping[str, Any]:
+        """The wrapped provider's description, if it has one."""
+        describe = getattr(self.inner, "describe", None)
+        return describe() if callable(describe) else {}

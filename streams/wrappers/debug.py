@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ from anyio.abc import SocketAttribute
 from .._core.abc import Handler, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode, StreamReset
 from .._core.headers import Headers, HeadersLike
-from ._delegate import DelegatingListener, DelegatingStream
+from ._delegate import DelegatingListener, DelegatingProvider, DelegatingStream
 
 __all__ = ["DebugProvider", "StreamInfo", "redact_headers"]
 
@@ -160,7 +159,7 @@ class DebugStream(DelegatingStream):
         )
 
 
-class DebugProvider(StreamProvider):
+class DebugProvider(DelegatingProvider):
     """Wraps *inner*, logging every stream's life and keeping a live table of open streams.
 
     :param inner: the provider to watch
@@ -171,9 +170,8 @@ class DebugProvider(StreamProvider):
     def __init__(
         self, inner: StreamProvider, *, name: str, log: logging.Logger | None = None
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.name = name
-        self.backend_name = inner.backend_name
         self._log_to = log or logger
         self._open: dict[int, DebugStream] = {}
 
@@ -243,32 +241,6 @@ class DebugProvider(StreamProvider):
         return DelegatingListener(
             self.inner.listen(handler), lambda stream: self._opened(stream, "inbound")
         )
-
-    async def aclose(self, *, grace: float | None = None) -> None:
-        await self.inner.aclose(grace=grace)
-
-    async def wait_closed(self) -> None:
-        await self.inner.wait_closed()
-
-    @property
-    def is_closing(self) -> bool:
-        return self.inner.is_closing
-
-    @property
-    def active_streams(self) -> int:
-        return self.inner.active_streams
-
-    @property
-    def rtt(self) -> float | None:
-        return self.inner.rtt
-
-    async def ping(self) -> float:
-        return await self.inner.ping()
-
-    def describe(self) -> Mapping[str, Any]:
-        """The wrapped provider's description, if it has one."""
-        describe: Callable[[], Mapping[str, Any]] | None = getattr(self.inner, "describe", None)
-        return describe() if callable(describe) else {}
 
 
 def render_streams(rows: list[StreamInfo]) -> str:

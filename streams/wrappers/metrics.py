@@ -35,7 +35,12 @@ from prometheus_client.registry import Collector
 from .._core.abc import Handler, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode, StreamRejected, StreamReset
 from .._core.headers import Headers, HeadersLike
-from ._delegate import DelegatingListener, DelegatingStream, observe_handler
+from ._delegate import (
+    DelegatingListener,
+    DelegatingProvider,
+    DelegatingStream,
+    observe_handler,
+)
 
 __all__ = ["DURATION_BUCKETS", "LATENCY_BUCKETS", "MetricsProvider", "StreamMetrics"]
 
@@ -371,7 +376,7 @@ class MetricsStream(DelegatingStream):
         metrics.counter(metrics.resets, (*self._bundle.labels, code, side)).value += 1
 
 
-class MetricsProvider(StreamProvider):
+class MetricsProvider(DelegatingProvider):
     """Wraps *inner* and records Prometheus metrics for every stream.
 
     :param inner: the provider to measure (a backend's, a pool, a failover group)
@@ -380,10 +385,9 @@ class MetricsProvider(StreamProvider):
     """
 
     def __init__(self, inner: StreamProvider, *, upstream: str, metrics: StreamMetrics) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.upstream = upstream
         self.metrics = metrics
-        self.backend_name = inner.backend_name
         self._outbound = (upstream, self.backend_name, "outbound")
         self._inbound = (upstream, self.backend_name, "inbound")
         # with a header label the label set depends on each stream's headers
@@ -435,29 +439,3 @@ class MetricsProvider(StreamProvider):
 
         inner = self.inner.listen(observe_handler(handler, decided, failed))
         return DelegatingListener(inner, wrap)
-
-    async def aclose(self, *, grace: float | None = None) -> None:
-        await self.inner.aclose(grace=grace)
-
-    async def wait_closed(self) -> None:
-        await self.inner.wait_closed()
-
-    @property
-    def is_closing(self) -> bool:
-        return self.inner.is_closing
-
-    @property
-    def active_streams(self) -> int:
-        return self.inner.active_streams
-
-    @property
-    def rtt(self) -> float | None:
-        return self.inner.rtt
-
-    async def ping(self) -> float:
-        return await self.inner.ping()
-
-    def describe(self) -> Mapping[str, Any]:
-        """The wrapped provider's description, if it has one."""
-        describe = getattr(self.inner, "describe", None)
-        return describe() if callable(describe) else {}
