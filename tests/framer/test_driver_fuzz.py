@@ -1,7 +1,8 @@
 """The driver fed random and mutated frames: the connection either carries on or fails
 with a protocol error (or a lost connection), and no other exception escapes its tasks.
 
-A longer fuzz run, outside the suite: ``FRAMER_FUZZ_EXAMPLES=5000 pytest tests/framer/test_driver_fuzz.py``.
+A longer fuzz run, outside the suite:
+``FRAMER_FUZZ_EXAMPLES=5000 pytest tests/framer/test_driver_fuzz.py``.
 """
 
 from __future__ import annotations
