@@ -368,3 +368,18 @@ def test_bad_settings_name_their_field(values: dict[str, object], field: str) ->
 def test_backend_options_reach_the_settings() -> None:
     with pytest.raises(ConfigError):
         BACKEND.connect("127.0.0.1:1", BackendOptions(settings={"keepalive_interval": -1}))
+
+
+async def test_a_ping_flood_does_not_grow_the_output_without_bound() -> None:
+    settings = quick(write_buffer=64 * 1024, keepalive_interval=None)
+    with anyio.fail_after(10):
+        async with against_raw_peer(settings) as (provider, peer):
+            # the peer never reads: our answers back up in the socket, then in our queue
+            flood = encode_ping(1) * 100_000
+            for _ in range(8):
+                await peer.send(flood)
+            await anyio.sleep(0.2)
+            # 9.6 MB of answers were asked for: more than the sockets hold, so the queue
+            # filled up to its limit, and no further
+            assert 3 * 64 * 1024 < provider._out.queued <= 5 * 64 * 1024
+            assert not provider.is_closing

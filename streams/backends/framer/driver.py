@@ -63,6 +63,8 @@ _GO_AWAY_CODES = {
     GoAwayCode.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
 }
 _OPENING = (BlockKind.OPEN,)
+#: ping answers are dropped while this many write buffers' worth of output is queued
+_PING_ANSWER_LIMIT = 4
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
 
 
@@ -445,7 +447,9 @@ class FramerProvider(MuxProvider):
                 waiter = self._pings.get(event.opaque)
                 if waiter is not None:
                     waiter.set()
-            else:
+            elif self._out.queued < _PING_ANSWER_LIMIT * self.settings.write_buffer:
+                # a peer that floods pings but does not read their answers gets no more
+                # answers once our output backs up, instead of an ever-growing queue
                 self._out.write(encode_ping(event.opaque, ack=True))
         elif type(event) is GoAwayReceived:
             code = _GO_AWAY_CODES[event.code]
