@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams import ConnectionLost, StreamRejected
+from streams import ConnectionLost, ErrorCode, StreamRejected
 from streams.backends.framer import FramerProvider, FramerSettings
 from streams.backends.framer.codec import (
     ACK,
@@ -91,6 +91,8 @@ async def feed(wire: bytes) -> None:
                     pass
             failure = provider.failure
             assert failure is None or isinstance(failure, ConnectionLost), repr(failure)
+            # an internal error would be a bug of ours that the driver caught
+            assert getattr(failure, "code", None) != ErrorCode.INTERNAL_ERROR, repr(failure)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])

@@ -383,3 +383,20 @@ async def test_a_ping_flood_does_not_grow_the_output_without_bound() -> None:
             # filled up to its limit, and no further
             assert 3 * 64 * 1024 < provider._out.queued <= 5 * 64 * 1024
             assert not provider.is_closing
+
+
+async def test_a_bug_in_the_driver_fails_the_connection_not_the_task_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: FramerProvider, event: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(FramerProvider, "_on_control", broken)
+    with anyio.fail_after(5):
+        async with against_raw_peer() as (provider, peer):
+            stream = await provider.open_stream(wait_accept=False)
+            await peer.send(encode_ping(3))
+            with pytest.raises(ProtocolError) as caught:
+                await stream.receive()
+            assert caught.value.code == ErrorCode.INTERNAL_ERROR
+            assert (await read_until_closed(peer)).endswith(encode_go_away(2))  # type: ignore[arg-type]

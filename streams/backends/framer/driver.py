@@ -63,6 +63,9 @@ _GO_AWAY_CODES = {
     GoAwayCode.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
 }
 _OPENING = (BlockKind.OPEN,)
+#: seconds each step of stopping the reader and the writer may take (three steps stay
+#: within the 2 s that MuxProvider gives closing the transport)
+_STOP_WAIT = 0.6
 #: ping answers are dropped while this many write buffers' worth of output is queued
 _PING_ANSWER_LIMIT = 4
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
@@ -158,6 +161,13 @@ class FramerProvider(MuxProvider):
             except FramerProtocolError as exc:
                 self._protocol_failure(exc)
                 return
+            except Exception as exc:
+                # a bug of ours must not crash the user's task group: fail this connection
+                logger.exception("framer driver failed on its input")
+                failure = FramerProtocolError(repr(exc), GoAwayCode.INTERNAL_ERROR)
+                failure.__cause__ = exc
+                self._protocol_failure(failure)
+                return
             if self._buffered > self.settings.max_connection_buffer:
                 await self._wait_for_room()
 
@@ -194,7 +204,10 @@ class FramerProvider(MuxProvider):
 
     def _protocol_failure(self, exc: FramerProtocolError) -> None:
         code = ErrorCode.FLOW_CONTROL_ERROR if exc.flow_control else ErrorCode.PROTOCOL_ERROR
-        logger.warning("framer peer broke the protocol: %s", exc)
+        if exc.go_away == GoAwayCode.INTERNAL_ERROR:
+            code = ErrorCode.INTERNAL_ERROR
+        else:
+            logger.warning("framer peer broke the protocol: %s", exc)
         self._out.write(encode_go_away(exc.go_away))
         error = ProtocolError(f"the peer broke the framer protocol: {exc}", code)
         error.__cause__ = exc
@@ -217,10 +230,10 @@ class FramerProvider(MuxProvider):
         # streams on asyncio can fail with InvalidStateError when a waiting receive is
         # cancelled or closed. On a graceful close, half-close the transport and let the
         # peer's close end the reader; cancel it only if that does not happen soon.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
             await self._writer_done.wait()
         if graceful and not self._reader_done.is_set():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
                 try:
                     await self._transport.send_eof()
                 except (
@@ -233,7 +246,7 @@ class FramerProvider(MuxProvider):
                 else:
                     await self._reader_done.wait()
         self._reader_scope.cancel()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
             await self._reader_done.wait()
 
     async def _abort_transport(self) -> None:
@@ -243,10 +256,14 @@ class FramerProvider(MuxProvider):
     async def _close_transport(self) -> None:
         self._out.close()
         self._transport_closing = True
-        await self._stop_io(graceful=True)
         try:
+            await self._stop_io(graceful=True)
             await self._transport.aclose()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            # whatever happened above (a timeout of the caller's included), the transport
+            # ends closed
             await anyio.aclose_forcefully(self._transport)
 
     # -- connection buffer ---------------------------------------------------------------
