@@ -97,7 +97,9 @@ class FramerProvider(MuxProvider):
         self.raw = raw
         self._transport = transport
         self._decoder = FrameDecoder(client=client, max_data_length=settings.max_receive_window)
-        self._out = CoalescingBuffer(transport, high_water=settings.write_buffer)
+        self._out = CoalescingBuffer(
+            transport, high_water=settings.write_buffer, turn_bytes=settings.max_frame_size
+        )
         self._writer_done = anyio.Event()
         self._reader_scope = anyio.CancelScope()
         self._reader_done = anyio.Event()
@@ -557,7 +559,7 @@ class FramerProvider(MuxProvider):
         # bytes are immutable, so a view of them can wait in the queue without a copy
         payload = data if isinstance(data.obj, bytes) else bytes(data)
         self._out.write(encode_data_header(stream.stream_id, len(data)), payload)
-        if self._out.queued > self.settings.write_buffer:
+        if self._out.must_wait:
             await self._out.drain()
             if self._failure is not None:
                 raise self._failure
