@@ -25,7 +25,7 @@ _COALESCE_TURNS = 6
 #: payloads at least this large are handed to the transport without being joined
 _DIRECT_SEND = 64 * 1024
 #: turns without a new frame after which the writer stops waiting for more
-_QUIET_TURNS = 2
+_QUIET_TURNS = 1
 
 
 class CoalescingBuffer(OutboundBuffer):
@@ -163,6 +163,16 @@ class FramerStream(MuxStream):
         if scope.cancelled_caught:
             self._local_reset(ErrorCode.CANCEL)
             raise StreamReset(ErrorCode.CANCEL, remote=False)
+
+    async def send_eof(self) -> None:
+        # as trio's streams do it: give up only if already cancelled, queue the end of
+        # stream, then yield without being cancellable. The end then leaves in the same
+        # send as the data before it, instead of after a turn of the writer.
+        if self._sending:
+            raise anyio.BusyResourceError("sending to")
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._write_eof()
+        await anyio.lowlevel.cancel_shielded_checkpoint()
 
     def progressed(self) -> None:
         """A send made progress: push the write timeout back."""
