@@ -400,3 +400,20 @@ async def test_a_bug_in_the_driver_fails_the_connection_not_the_task_group(
                 await stream.receive()
             assert caught.value.code == ErrorCode.INTERNAL_ERROR
             assert (await read_until_closed(peer)).endswith(encode_go_away(2))  # type: ignore[arg-type]
+
+
+async def test_streams_expose_the_connection_attributes() -> None:
+    from streams._core.abc import StreamAttribute
+
+    with anyio.fail_after(5):
+        async with framer_pair(quick()) as pair:
+            opened, accepted = await stream_pair(pair.client, pair.server.listen(), {"a": "b"})
+            assert opened.extra(StreamAttribute.backend) == "framer"
+            assert accepted.extra(StreamAttribute.headers)["a"] == "b"
+            assert accepted.extra(StreamAttribute.stream_id) == opened.stream_id == 1
+            assert not accepted.extra(StreamAttribute.local_open)
+            local = opened.extra(anyio.abc.SocketAttribute.local_address)
+            remote = accepted.extra(anyio.abc.SocketAttribute.remote_address)
+            assert local == remote
+            await opened.aclose()
+            await accepted.aclose()
