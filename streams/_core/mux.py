@@ -33,6 +33,7 @@ from .errors import (
 )
 from .headers import Headers, HeadersLike
 from .stream import AcceptState, MuxStream
+from .tasks import TaskHost
 
 __all__ = ["MuxListener", "MuxProvider", "MuxSettings"]
 
@@ -150,6 +151,7 @@ class MuxProvider(StreamProvider):
         self.settings = settings if settings is not None else MuxSettings()
         self.streams: dict[int, MuxStream] = {}
         self._task_group: TaskGroup | None = None
+        self._host: TaskHost | None = None
         self._listener: MuxListener | None = None
         self._listener_closed = False
         self._unheard: deque[MuxStream] = deque()
@@ -165,14 +167,13 @@ class MuxProvider(StreamProvider):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
+        host = self._host = TaskHost()
+        task_group = await host.__aenter__()
         self._task_group = task_group
         try:
             await self._start(task_group)
         except BaseException as exc:
-            task_group.cancel_scope.cancel()
-            await task_group.__aexit__(type(exc), exc, exc.__traceback__)
+            await host.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
@@ -183,9 +184,8 @@ class MuxProvider(StreamProvider):
         exc_tb: TracebackType | None,
     ) -> bool | None:
         await self.aclose()
-        assert self._task_group is not None
-        self._task_group.cancel_scope.cancel()
-        return await self._task_group.__aexit__(exc_type, exc_val, exc_tb)
+        assert self._host is not None
+        return await self._host.__aexit__(exc_type, exc_val, exc_tb)
 
     async def _start(self, task_group: TaskGroup) -> None:
         """Start the connection's tasks (reader, writer, keepalive) in *task_group*."""
@@ -221,8 +221,18 @@ class MuxProvider(StreamProvider):
             with anyio.move_on_after(TRANSPORT_CLOSE_TIMEOUT):
                 await self._close_transport()
             self._closed_event.set()
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
+            if self._host is not None:
+                self._host.cancel()
+
+    async def abort(self, reason: str = "connection aborted") -> None:
+        """Drop the connection at once, as a crash would: no Go Away, no grace. Every
+        stream fails on both sides with :class:`~streams.ConnectionLost`."""
+        self._close_started = True
+        self.fail(ConnectionLost(reason))
+        with anyio.CancelScope(shield=True), anyio.move_on_after(TRANSPORT_CLOSE_TIMEOUT):
+            await self._close_transport()
+        if self._host is not None:
+            self._host.cancel()
 
     async def wait_closed(self) -> None:
         await self._closed_event.wait()

@@ -17,6 +17,7 @@ import anyio.lowlevel
 
 from .abc import Handler, Listener, Stream, StreamProvider
 from .errors import ErrorCode, GoingAway, StreamClosed
+from .tasks import TaskHost
 
 __all__ = ["ConnectionServer", "MergedListener", "StreamServer"]
 
@@ -112,6 +113,15 @@ class StreamServer(ABC):
     async def aclose(self, *, grace: float | None = None) -> None:
         """Stop accepting, close every connection gracefully within *grace*."""
 
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: connections are dropped without Go Away, so
+        their peers see errors (a failure drill for failover)."""
+        for provider in self.connections:
+            abort = getattr(provider, "abort", None)
+            if callable(abort):
+                await abort("the server was killed")
+        await self.aclose(grace=0)
+
     async def __aenter__(self) -> Self:
         return self
 
@@ -155,6 +165,7 @@ class ConnectionServer(StreamServer):
         self._merged = MergedListener(backlog)
         self._providers: set[StreamProvider] = set()
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._host: TaskHost | None = None
         self._closing = False
 
     @property
@@ -174,10 +185,9 @@ class ConnectionServer(StreamServer):
         return self._byte_listener.extra_attributes
 
     async def __aenter__(self) -> Self:
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        self._task_group = group
-        group.start_soon(self._accept_connections)
+        self._host = TaskHost()
+        self._task_group = await self._host.__aenter__()
+        self._task_group.start_soon(self._accept_connections)
         return self
 
     async def __aexit__(
@@ -187,8 +197,8 @@ class ConnectionServer(StreamServer):
         exc_tb: TracebackType | None,
     ) -> bool | None:
         await self.aclose()
-        assert self._task_group is not None
-        return await self._task_group.__aexit__(exc_type, exc_val, exc_tb)
+        assert self._host is not None
+        return await self._host.__aexit__(exc_type, exc_val, exc_tb)
 
     async def _accept_connections(self) -> None:
         assert self._task_group is not None
@@ -233,8 +243,8 @@ class ConnectionServer(StreamServer):
                 for provider in list(self._providers):
                     group.start_soon(_close_provider, provider, grace)
             self._merged.end(StreamClosed("server is closed"))
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
+            if self._host is not None:
+                self._host.cancel()
 
 
 async def _close_provider(provider: StreamProvider, grace: float | None) -> None:

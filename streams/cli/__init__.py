@@ -9,13 +9,18 @@ import sys
 from collections.abc import Sequence
 
 from .._core.errors import ConfigError
-from . import echo, probe
+from . import bench, check, echo, explain, probe, run
 
 __all__ = ["main"]
 
 COMMANDS = {
-    "echo": echo,
-    "probe": probe,
+    "run": run.add_parser,
+    "echo": echo.add_parser,
+    "probe": probe.add_parser,
+    "check": check.add_parser,
+    "schema": check.add_schema_parser,
+    "explain": explain.add_parser,
+    "bench": bench.add_parser,
 }
 
 
@@ -28,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="log more (repeat for debug)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
-        module.add_parser(commands, name)
+    for name, add_parser in COMMANDS.items():
+        add_parser(commands, name)
     return parser
 
 

@@ -46,9 +46,16 @@ def _check(function: _PairCheck) -> Check:
     @wraps(function)
     async def run(factory: PairFactory, options: ConformanceOptions | None = None) -> None:
         options = options or ConformanceOptions()
+        completed = False
         with anyio.fail_after(options.timeout):
             async with open_pair(factory) as pair:
                 await function(pair, options)
+                completed = True
+        # a provider whose close cancels the scope around its `async with` block would
+        # silently cut the check short; the block's own cancellation is then swallowed
+        assert completed, (
+            f"{name} was cancelled from inside: closing a provider cancelled its caller"
+        )
 
     CHECKS[name] = run
     return run

@@ -1,0 +1,143 @@
+"""What the metrics wrapper costs, and what the whole wrapped stack costs, against the
+bare framer over TCP in the same run.
+
+* metrics: both ends wrapped in :class:`~streams.wrappers.metrics.MetricsProvider`
+  (targets: at most 3 % off the open-echo-close rate, 1 % off bulk throughput);
+* stack: the client side is failover over a pool, wrapped in metrics (target: at most
+  8 % off either rate).
+
+Each figure and its baseline run interleaved, best of a few rounds.
+
+    python -m benchmarks.bench_metrics [--json] [--loop asyncio|uvloop|trio|all]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import anyio.abc
+from prometheus_client import CollectorRegistry
+
+from streams import Listener, StreamProvider
+from streams.backends.framer import BACKEND, FramerProvider, FramerSettings
+from streams.wrappers.failover import Failover
+from streams.wrappers.metrics import MetricsProvider, StreamMetrics
+from streams.wrappers.pool import Pool, PoolOptions
+
+from ._common import Figure, main
+from ._workloads import bulk, open_echo_close
+
+ROUNDS = 3
+OPENS = 2000
+BULK_BYTES = 128 * 1024 * 1024
+SETTINGS = FramerSettings(close_grace=0.5)
+
+Setup = Callable[[], contextlib.AbstractAsyncContextManager[tuple[StreamProvider, Listener]]]
+
+
+@contextlib.asynccontextmanager
+async def bare_providers() -> AsyncIterator[tuple[StreamProvider, StreamProvider]]:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    accepted: list[anyio.abc.SocketStream] = []
+    arrived = anyio.Event()
+    async with anyio.create_task_group() as group:
+
+        async def take(stream: anyio.abc.SocketStream) -> None:
+            accepted.append(stream)
+            arrived.set()
+
+        group.start_soon(listener.serve, take)
+        client_stream = await anyio.connect_tcp("127.0.0.1", port)
+        await arrived.wait()
+        group.cancel_scope.cancel()
+    await listener.aclose()
+    client = FramerProvider(client_stream, client=True, settings=SETTINGS)
+    server = FramerProvider(accepted[0], client=False, settings=SETTINGS)
+    async with client, server:
+        yield client, server
+
+
+@contextlib.asynccontextmanager
+async def bare() -> AsyncIterator[tuple[StreamProvider, Listener]]:
+    async with bare_providers() as (client, server):
+        yield client, server.listen()
+
+
+@contextlib.asynccontextmanager
+async def measured() -> AsyncIterator[tuple[StreamProvider, Listener]]:
+    metrics = StreamMetrics(CollectorRegistry())
+    async with bare_providers() as (client, server):
+        wrapped_server = MetricsProvider(server, upstream="bench-server", metrics=metrics)
+        yield (
+            MetricsProvider(client, upstream="bench", metrics=metrics),
+            wrapped_server.listen(),
+        )
+
+
+@contextlib.asynccontextmanager
+async def stack() -> AsyncIterator[tuple[StreamProvider, Listener]]:
+    """Failover over a pool over the framer, in metrics, against a framer server."""
+    metrics = StreamMetrics(CollectorRegistry())
+    async with BACKEND.serve("127.0.0.1:0") as server:
+        pool = Pool([BACKEND.dialer(server.address)], options=PoolOptions(min_connections=1))
+        async with Failover([[(server.address, pool)]], name="bench") as failover:
+            yield MetricsProvider(failover, upstream="bench", metrics=metrics), server.listener
+
+
+async def run_workload(setup: Setup, workload: str) -> float:
+    async with setup() as (client, listener):
+        if workload == "rate":
+            return await open_echo_close(client, listener, OPENS)
+        return await bulk(client, listener, BULK_BYTES)
+
+
+async def measure(loop: str) -> list[Figure]:
+    results: dict[tuple[str, str], float] = {}
+    for _ in range(ROUNDS):
+        for name, setup in (("bare", bare), ("metrics", measured), ("stack", stack)):
+            for workload in ("rate", "bulk"):
+                value = await run_workload(setup, workload)
+                results[name, workload] = max(results.get((name, workload), 0.0), value)
+    figures = [
+        Figure(
+            name="bare framer open-echo-close",
+            value=results["bare", "rate"],
+            unit="streams/s",
+            loop=loop,
+        ),
+        Figure(name="bare framer bulk", value=results["bare", "bulk"], unit="MB/s", loop=loop),
+    ]
+    for name, label, rate_target, bulk_target in (
+        ("metrics", "metrics wrapper", 0.97, 0.99),
+        ("stack", "failover+pool+metrics", 0.92, 0.92),
+    ):
+        figures.append(
+            Figure(
+                name=f"{label} open-echo-close",
+                value=results[name, "rate"],
+                unit="streams/s",
+                loop=loop,
+                baseline=results["bare", "rate"],
+                baseline_name="bare framer",
+                target=rate_target,
+            )
+        )
+        figures.append(
+            Figure(
+                name=f"{label} bulk",
+                value=results[name, "bulk"],
+                unit="MB/s",
+                loop=loop,
+                baseline=results["bare", "bulk"],
+                baseline_name="bare framer",
+                target=bulk_target,
+            )
+        )
+    return figures
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(measure, "metrics wrapper and wrapped stack vs the bare framer"))

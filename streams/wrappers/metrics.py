@@ -1,0 +1,430 @@
+"""Prometheus metrics for every stream of any provider.
+
+:class:`MetricsProvider` wraps a provider and records opens by outcome, active streams,
+bytes each way, stream duration, open latency and resets; connection and endpoint state
+come from the wrapped provider's ``describe()`` (pools and failover groups report their
+connections, round-trip times, health and ejections there) at scrape time.
+
+The hot path touches plain Python integers held in small cells; the
+:class:`StreamMetrics` collector turns them into metric families only when Prometheus
+scrapes. That keeps the cost per stream operation to an attribute add, where a
+``prometheus_client`` counter would take a lock and a label lookup.
+
+Names follow Prometheus conventions (base units, ``_total`` counters, ``_seconds``,
+``_bytes``); labels stay bounded (upstream, backend, direction, outcome, code, side, and
+optionally one header with a cap on its distinct values), never a stream id.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from .._core.abc import Handler, Listener, Stream, StreamProvider
+from .._core.errors import ErrorCode, StreamRejected, StreamReset
+from .._core.headers import Headers, HeadersLike
+from ._delegate import DelegatingListener, DelegatingStream, observe_handler
+
+__all__ = ["DURATION_BUCKETS", "LATENCY_BUCKETS", "MetricsProvider", "StreamMetrics"]
+
+#: stream durations: from a quick request to an hour-long tunnel
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0,
+)  # fmt: skip
+#: open latency: one round trip on loopback is tens of microseconds, across a region tens of ms
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+OTHER_VALUE = "__other__"
+
+
+class _Cell:
+    """One series' value; streams hold cells directly so the hot path is one add."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = 0
+        buckets = []
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            buckets.append((_float_text(bound), float(running)))
+        running += self.counts[-1]
+        buckets.append(("+Inf", float(running)))
+        return buckets
+
+
+def _float_text(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+
+
+class StreamMetrics(Collector):
+    """The metric families of every :class:`MetricsProvider` that uses it.
+
+    :param registry: where to register (the default registry when ``None``; pass
+        ``registry=False`` semantics by giving a fresh :class:`CollectorRegistry`)
+    :param namespace: the prefix of every metric name
+    :param header_label: a header whose value becomes one more label (for example a
+        tenant), or ``None``
+    :param header_label_limit: the most distinct values that label takes; later values are
+        reported as ``__other__`` so the series count stays bounded
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        namespace: str = "streams",
+        header_label: str | None = None,
+        header_label_limit: int = 20,
+    ) -> None:
+        self.namespace = namespace
+        self.header_label = header_label.lower() if header_label else None
+        self.header_label_limit = header_label_limit
+        self._header_values: set[str] = set()
+        extra = (self._label_name(),) if self.header_label else ()
+        base = ("upstream", "backend", "direction", *extra)
+        n = namespace
+        self.opens = _Family(f"{n}_opened", "Streams opened, by outcome.", (*base, "outcome"))
+        self.active = _Family(f"{n}_active", "Streams open right now.", base)
+        self.sent = _Family(f"{n}_sent_bytes", "Bytes sent on streams.", base)
+        self.received = _Family(f"{n}_received_bytes", "Bytes received on streams.", base)
+        self.resets = _Family(
+            f"{n}_resets", "Stream resets, by code and side.", (*base, "code", "side")
+        )
+        self.duration = _Family(f"{n}_duration_seconds", "How long streams lived.", base)
+        self.latency = _Family(
+            f"{n}_open_duration_seconds", "Time until the peer accepted an open.", base
+        )
+        self._counters: dict[_Family, dict[tuple[str, ...], _Cell]] = {
+            family: {} for family in (self.opens, self.sent, self.received, self.resets)
+        }
+        self._gauges: dict[_Family, dict[tuple[str, ...], _Cell]] = {self.active: {}}
+        self._histograms: dict[_Family, dict[tuple[str, ...], _Histogram]] = {
+            self.duration: {},
+            self.latency: {},
+        }
+        self._buckets = {self.duration: DURATION_BUCKETS, self.latency: LATENCY_BUCKETS}
+        self._describers: list[tuple[str, Callable[[], Mapping[str, Any]]]] = []
+        if registry is not None:
+            registry.register(self)
+
+    def _label_name(self) -> str:
+        assert self.header_label is not None
+        return self.header_label.replace("-", "_").removeprefix("x_")
+
+    def header_value(self, headers: Headers) -> tuple[str, ...]:
+        """The extra label's value for a stream with *headers* (empty without the option)."""
+        if self.header_label is None:
+            return ()
+        value = headers.get(self.header_label, "")
+        if value not in self._header_values:
+            if len(self._header_values) >= self.header_label_limit:
+                return (OTHER_VALUE,)
+            self._header_values.add(value)
+        return (value,)
+
+    def counter(self, family: _Family, labels: tuple[str, ...]) -> _Cell:
+        """The cell of one counter series, created at zero on first use."""
+        series = self._counters[family]
+        cell = series.get(labels)
+        if cell is None:
+            cell = series[labels] = _Cell()
+        return cell
+
+    def gauge(self, family: _Family, labels: tuple[str, ...]) -> _Cell:
+        """The cell of one gauge series."""
+        series = self._gauges[family]
+        cell = series.get(labels)
+        if cell is None:
+            cell = series[labels] = _Cell()
+        return cell
+
+    def histogram(self, family: _Family, labels: tuple[str, ...]) -> _Histogram:
+        """One histogram series."""
+        series = self._histograms[family]
+        histogram = series.get(labels)
+        if histogram is None:
+            histogram = series[labels] = _Histogram(self._buckets[family])
+        return histogram
+
+    def wrap_inbound(self, stream: Stream, upstream: str, backend: str) -> Stream:
+        """Count *stream*, accepted by a server, as an inbound stream of *upstream*."""
+        labels = (upstream, backend, "inbound", *self.header_value(stream.headers))
+        self.counter(self.opens, (*labels, "accepted")).value += 1
+        return MetricsStream(stream, self, labels)
+
+    def add_describer(self, upstream: str, describe: Callable[[], Mapping[str, Any]]) -> None:
+        """Report connection and endpoint state from *describe* at every scrape."""
+        self._describers.append((upstream, describe))
+
+    def collect(self) -> Iterator[Metric]:
+        for family, series in self._counters.items():
+            counter = CounterMetricFamily(family.name, family.documentation, labels=family.labels)
+            for labels, cell in series.items():
+                counter.add_metric(labels, cell.value)
+            yield counter
+        for family, series in self._gauges.items():
+            gauge = GaugeMetricFamily(family.name, family.documentation, labels=family.labels)
+            for labels, cell in series.items():
+                gauge.add_metric(labels, cell.value)
+            yield gauge
+        for family, hseries in self._histograms.items():
+            histogram = HistogramMetricFamily(
+                family.name, family.documentation, labels=family.labels
+            )
+            for labels, values in hseries.items():
+                histogram.add_metric(labels, values.cumulative(), values.total)
+            yield histogram
+        yield from _describe_metrics(self.namespace, self._describers)
+
+
+def _describe_metrics(
+    namespace: str, describers: list[tuple[str, Callable[[], Mapping[str, Any]]]]
+) -> Iterator[Metric]:
+    """Connection and endpoint metrics from the wrapped providers' ``describe()`` data.
+
+    The data has ``endpoints``: a list of mappings with ``endpoint``, and any of
+    ``connections`` (open now), ``connections_opened``, ``connection_failures``, ``rtt``
+    (seconds), ``healthy`` (bool), ``ejected`` (bool), ``active_streams``; and at the top
+    ``failovers``, ``retries`` (totals).
+    """
+    endpoint_labels = ["upstream", "endpoint"]
+    gauges = {
+        key: GaugeMetricFamily(f"{namespace}_{name}", text, labels=endpoint_labels)
+        for key, name, text in (
+            ("connections", "connections_active", "Connections open to an endpoint."),
+            ("rtt", "connection_rtt_seconds", "Last measured round-trip time to an endpoint."),
+            ("healthy", "endpoint_healthy", "1 if the endpoint passes its health checks."),
+            ("ejected", "endpoint_ejected", "1 if outlier detection ejected the endpoint."),
+        )
+    }
+    counters = {
+        key: CounterMetricFamily(f"{namespace}_{name}", text, labels=endpoint_labels)
+        for key, name, text in (
+            ("connections_opened", "connections_opened", "Connections opened to an endpoint."),
+            ("connection_failures", "connection_failures", "Connections that failed."),
+        )
+    }
+    totals = {
+        key: CounterMetricFamily(f"{namespace}_{name}", text, labels=["upstream"])
+        for key, name, text in (
+            ("failovers", "failovers", "Times traffic moved between priority groups."),
+            ("retries", "open_retries", "Stream opens retried on another endpoint."),
+        )
+    }
+    per_endpoint: dict[str, GaugeMetricFamily | CounterMetricFamily] = {**gauges, **counters}
+    for upstream, describe in describers:
+        data = describe()
+        for endpoint in _endpoints(data):
+            name = str(endpoint.get("endpoint", ""))
+            for key, family in per_endpoint.items():
+                value = endpoint.get(key)
+                if isinstance(value, bool):
+                    value = 1.0 if value else 0.0
+                if isinstance(value, (int, float)):
+                    family.add_metric([upstream, name], float(value))
+        for key, total in totals.items():
+            value = data.get(key)
+            if isinstance(value, (int, float)):
+                total.add_metric([upstream], float(value))
+    yield from per_endpoint.values()
+    yield from totals.values()
+
+
+def _endpoints(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    endpoints = data.get("endpoints", ())
+    for endpoint in endpoints if isinstance(endpoints, list) else ():
+        if isinstance(endpoint, Mapping):
+            yield endpoint
+    for group in data.get("groups", ()) or ():
+        if isinstance(group, Mapping):
+            yield from _endpoints(group)
+
+
+class MetricsStream(DelegatingStream):
+    """A stream that counts its bytes and reports its end to :class:`StreamMetrics`."""
+
+    __slots__ = (
+        "_active",
+        "_closed",
+        "_labels",
+        "_metrics",
+        "_opened",
+        "_reset_seen",
+        "_rx",
+        "_tx",
+    )
+
+    def __init__(self, inner: Stream, metrics: StreamMetrics, labels: tuple[str, ...]) -> None:
+        super().__init__(inner)
+        self._metrics = metrics
+        self._labels = labels
+        self._tx = metrics.counter(metrics.sent, labels)
+        self._rx = metrics.counter(metrics.received, labels)
+        self._active = metrics.gauge(metrics.active, labels)
+        self._active.value += 1
+        self._opened = anyio.current_time()
+        self._closed = False
+        self._reset_seen = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        try:
+            data = await self._inner.receive(max_bytes)
+        except StreamReset as exc:
+            self._record_reset(exc)
+            raise
+        self._rx.value += len(data)
+        return data
+
+    async def send(self, item: bytes) -> None:
+        try:
+            await self._inner.send(item)
+        except StreamReset as exc:
+            self._record_reset(exc)
+            raise
+        self._tx.value += len(item)
+
+    async def reset(self, code: int = ErrorCode.CANCEL) -> None:
+        if not self._closed and not self._reset_seen:
+            self._record_reset(StreamReset(code, remote=False))
+        await self._inner.reset(code)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._active.value -= 1
+            duration = anyio.current_time() - self._opened
+            self._metrics.histogram(self._metrics.duration, self._labels).observe(duration)
+        await self._inner.aclose()
+
+    def _record_reset(self, error: StreamReset) -> None:
+        if self._reset_seen:
+            return
+        self._reset_seen = True
+        code = error.code.name if isinstance(error.code, ErrorCode) else str(error.code)
+        side = "remote" if error.remote else "local"
+        self._metrics.counter(self._metrics.resets, (*self._labels, code, side)).value += 1
+
+
+class MetricsProvider(StreamProvider):
+    """Wraps *inner* and records Prometheus metrics for every stream.
+
+    :param inner: the provider to measure (a backend's, a pool, a failover group)
+    :param upstream: the name in the ``upstream`` label
+    :param metrics: the collector to record into (one per registry; shared by providers)
+    """
+
+    def __init__(self, inner: StreamProvider, *, upstream: str, metrics: StreamMetrics) -> None:
+        self.inner = inner
+        self.upstream = upstream
+        self.metrics = metrics
+        self.backend_name = inner.backend_name
+        self._outbound = (upstream, self.backend_name, "outbound")
+        self._inbound = (upstream, self.backend_name, "inbound")
+        describe = getattr(inner, "describe", None)
+        if callable(describe):
+            metrics.add_describer(upstream, describe)
+
+    async def open_stream(
+        self, headers: HeadersLike | None = None, *, wait_accept: bool = True
+    ) -> Stream:
+        metrics = self.metrics
+        request = Headers.coerce(headers)
+        labels = self._outbound + metrics.header_value(request)
+        started = anyio.current_time()
+        try:
+            stream = await self.inner.open_stream(request, wait_accept=wait_accept)
+        except StreamRejected:
+            metrics.counter(metrics.opens, (*labels, "rejected")).value += 1
+            raise
+        except BaseException:
+            metrics.counter(metrics.opens, (*labels, "failed")).value += 1
+            raise
+        metrics.counter(metrics.opens, (*labels, "accepted")).value += 1
+        if wait_accept:
+            latency = anyio.current_time() - started
+            metrics.histogram(metrics.latency, labels).observe(latency)
+        return MetricsStream(stream, metrics, labels)
+
+    def listen(self, handler: Handler | None = None) -> Listener:
+        metrics = self.metrics
+
+        def decided(headers: Headers, accept: bool) -> None:
+            labels = self._inbound + metrics.header_value(headers)
+            outcome = "accepted" if accept else "rejected"
+            metrics.counter(metrics.opens, (*labels, outcome)).value += 1
+
+        def failed(headers: Headers, error: Exception) -> None:
+            labels = self._inbound + metrics.header_value(headers)
+            metrics.counter(metrics.opens, (*labels, "failed")).value += 1
+
+        def wrap(stream: Stream) -> Stream:
+            labels = self._inbound + metrics.header_value(stream.headers)
+            return MetricsStream(stream, metrics, labels)
+
+        inner = self.inner.listen(observe_handler(handler, decided, failed))
+        return DelegatingListener(inner, wrap)
+
+    async def aclose(self, *, grace: float | None = None) -> None:
+        await self.inner.aclose(grace=grace)
+
+    async def wait_closed(self) -> None:
+        await self.inner.wait_closed()
+
+    @property
+    def is_closing(self) -> bool:
+        return self.inner.is_closing
+
+    @property
+    def active_streams(self) -> int:
+        return self.inner.active_streams
+
+    @property
+    def rtt(self) -> float | None:
+        return self.inner.rtt
+
+    async def ping(self) -> float:
+        return await self.inner.ping()
+
+    def describe(self) -> Mapping[str, Any]:
+        """The wrapped provider's description, if it has one."""
+        describe = getattr(self.inner, "describe", None)
+        return describe() if callable(describe) else {}

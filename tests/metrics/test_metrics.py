@@ -1,0 +1,177 @@
+"""The metrics wrapper: exact values after scripted traffic, bounded labels, and the
+conformance suite with the wrapper on both sides."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from streams import ErrorCode, StreamRejected, StreamReset
+from streams._core.errors import ConnectionLost
+from streams.backends import memory
+from streams.testing import ConformanceOptions, ProviderConformance, ProviderPair, read_all
+from streams.wrappers.metrics import MetricsProvider, StreamMetrics
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@asynccontextmanager
+async def measured_pair(
+    metrics: StreamMetrics,
+) -> AsyncIterator[tuple[MetricsProvider, MetricsProvider]]:
+    async with memory.pair() as (client, server):
+        yield (
+            MetricsProvider(client, upstream="api", metrics=metrics),
+            MetricsProvider(server, upstream="edge", metrics=metrics),
+        )
+
+
+async def echo(listener) -> None:  # type: ignore[no-untyped-def]
+    async with anyio.create_task_group() as group:
+        while True:
+            stream = await listener.accept()
+
+            async def one(stream=stream) -> None:  # type: ignore[no-untyped-def]
+                async with stream:
+                    await stream.send(await read_all(stream))
+                    await stream.send_eof()
+
+            group.start_soon(one)
+
+
+@pytest.mark.anyio
+async def test_exact_values_after_scripted_traffic() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server), anyio.create_task_group() as tg:
+            listener = server.listen(lambda h: ({}, "x-reject" not in h))
+            tg.start_soon(echo, listener)
+            for _ in range(10):
+                stream = await client.open_stream()
+                await stream.send(b"x" * 1000)
+                await stream.send_eof()
+                assert len(await read_all(stream)) == 1000
+                await stream.aclose()
+            with pytest.raises(StreamRejected):
+                await client.open_stream({"x-reject": "1"})
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    out = {"upstream": "api", "backend": "memory", "direction": "outbound"}
+    inb = {"upstream": "edge", "backend": "memory", "direction": "inbound"}
+    assert sample(registry, "streams_opened_total", **out, outcome="accepted") == 10
+    assert sample(registry, "streams_opened_total", **out, outcome="rejected") == 1
+    assert sample(registry, "streams_opened_total", **inb, outcome="accepted") == 10
+    assert sample(registry, "streams_opened_total", **inb, outcome="rejected") == 1
+    assert sample(registry, "streams_sent_bytes_total", **out) == 10_000
+    assert sample(registry, "streams_received_bytes_total", **out) == 10_000
+    assert sample(registry, "streams_sent_bytes_total", **inb) == 10_000
+    assert sample(registry, "streams_received_bytes_total", **inb) == 10_000
+    assert sample(registry, "streams_active", **out) == 0
+    assert sample(registry, "streams_active", **inb) == 0
+    assert sample(registry, "streams_duration_seconds_count", **out) == 10
+    assert sample(registry, "streams_open_duration_seconds_count", **out) == 10
+    assert sample(registry, "streams_open_duration_seconds_bucket", **out, le="+Inf") == 10
+
+
+@pytest.mark.anyio
+async def test_resets_are_counted_by_code_and_side() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server):
+            listener = server.listen()
+            stream = await client.open_stream()
+            accepted = await listener.accept()
+            await stream.reset(ErrorCode.CANCEL)
+            with pytest.raises(StreamReset):
+                await accepted.receive()
+            await accepted.aclose()
+            await stream.aclose()
+    local = {"upstream": "api", "direction": "outbound", "side": "local"}
+    remote = {"upstream": "edge", "direction": "inbound", "side": "remote"}
+    for labels in (local, remote):
+        value = sample(registry, "streams_resets_total", backend="memory", code="CANCEL", **labels)
+        assert value == 1, labels
+
+
+@pytest.mark.anyio
+async def test_header_label_is_capped() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry, header_label="x-tenant", header_label_limit=3)
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server):
+            server.listen()
+            for index in range(10):
+                stream = await client.open_stream({"x-tenant": f"t{index}"})
+                await stream.aclose()
+    text = generate_latest(registry).decode()
+    tenants = {
+        line.split('tenant="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("streams_opened_total{") and 'direction="outbound"' in line
+    }
+    assert tenants == {"t0", "t1", "t2", "__other__"}
+
+
+@pytest.mark.anyio
+async def test_failed_opens_are_counted() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    async with measured_pair(metrics) as (client, _server):
+        await client.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await client.open_stream()
+    labels = {"upstream": "api", "backend": "memory", "direction": "outbound"}
+    assert sample(registry, "streams_opened_total", outcome="failed", **labels) == 1
+
+
+def test_describe_data_becomes_endpoint_metrics() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    metrics.add_describer(
+        "api",
+        lambda: {
+            "failovers": 2,
+            "groups": [
+                {
+                    "endpoints": [
+                        {"endpoint": "a:1", "connections": 2, "rtt": 0.01, "healthy": True},
+                        {"endpoint": "b:1", "ejected": True, "connections_opened": 5},
+                    ]
+                }
+            ],
+        },
+    )
+    assert sample(registry, "streams_connections_active", upstream="api", endpoint="a:1") == 2
+    assert sample(registry, "streams_endpoint_healthy", upstream="api", endpoint="a:1") == 1
+    assert sample(registry, "streams_endpoint_ejected", upstream="api", endpoint="b:1") == 1
+    assert sample(registry, "streams_connections_opened_total", upstream="api", endpoint="b:1") == 5
+    assert sample(registry, "streams_failovers_total", upstream="api") == 2
+
+
+@asynccontextmanager
+async def metrics_pair() -> AsyncIterator[ProviderPair]:
+    metrics = StreamMetrics(CollectorRegistry())
+    async with memory.pair() as (client, server):
+
+        async def cut() -> None:
+            client._break(ConnectionLost("cut by the test"))
+
+        yield ProviderPair(
+            client=MetricsProvider(client, upstream="c", metrics=metrics),
+            server=MetricsProvider(server, upstream="s", metrics=metrics),
+            break_connection=cut,
+        )
+
+
+class TestMetricsConformance(ProviderConformance):
+    options = ConformanceOptions(max_buffered_per_stream=512 * 1024)
+
+    def provider_pair(self):  # type: ignore[no-untyped-def]
+        return metrics_pair()
