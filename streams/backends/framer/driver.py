@@ -259,7 +259,8 @@ class FramerProvider(MuxProvider):
         self._out.close()
         self._transport_closing = True
         try:
-            await self._stop_io(graceful=True)
+            # a failed or aborted connection owes the peer no orderly goodbye
+            await self._stop_io(graceful=self._failure is None)
             await self._transport.aclose()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
