@@ -91,3 +91,14 @@ def test_bad_setting_is_a_clear_error() -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "bogus" in result.stdout + result.stderr
+
+
+def test_raw_probe_against_raw_echo_over_a_unix_socket(tmp_path: Path) -> None:
+    path = tmp_path / "echo.sock"
+    echo = streams_command("echo", "--backend", "framer", "--raw", "--listen", f"unix:{path}")
+    with running(echo, ready_line="echo: listening on") as server:
+        address = listening_address(server)
+        assert address == f"unix:{path}"
+        result = probe(address, "--raw", "--streams", "50", "--bytes", "100000")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "50/50 streams verified" in result.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import anyio
@@ -368,3 +369,63 @@ def test_bad_settings_name_their_field(values: dict[str, object], field: str) ->
 def test_backend_options_reach_the_settings() -> None:
     with pytest.raises(ConfigError):
         BACKEND.connect("127.0.0.1:1", BackendOptions(settings={"keepalive_interval": -1}))
+
+
+async def test_a_ping_flood_does_not_grow_the_output_without_bound() -> None:
+    settings = quick(write_buffer=64 * 1024, keepalive_interval=None)
+    with anyio.fail_after(20):
+        async with against_raw_peer(settings) as (provider, peer):
+            # small socket buffers, so that our answers back up in our queue quickly
+            for stream, option in (
+                (peer, socket.SO_RCVBUF),
+                (provider._transport, socket.SO_SNDBUF),
+            ):
+                raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+                raw.setsockopt(socket.SOL_SOCKET, option, 16 * 1024)
+            flood = encode_ping(1) * 100_000
+            most = 0
+            # the peer never reads: 9.6 MB of answers are asked for
+            for _ in range(8):
+                await peer.send(flood)
+                most = max(most, provider._out.queued)
+            for _ in range(20):
+                await anyio.sleep(0.01)
+                most = max(most, provider._out.queued)
+            # the queue filled up to its limit (what the writer already took is in flight)
+            # and no further
+            assert 2 * 64 * 1024 < most <= 5 * 64 * 1024
+            assert not provider.is_closing
+
+
+async def test_a_bug_in_the_driver_fails_the_connection_not_the_task_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: FramerProvider, event: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(FramerProvider, "_on_control", broken)
+    with anyio.fail_after(5):
+        async with against_raw_peer() as (provider, peer):
+            stream = await provider.open_stream(wait_accept=False)
+            await peer.send(encode_ping(3))
+            with pytest.raises(ProtocolError) as caught:
+                await stream.receive()
+            assert caught.value.code == ErrorCode.INTERNAL_ERROR
+            assert (await read_until_closed(peer)).endswith(encode_go_away(2))  # type: ignore[arg-type]
+
+
+async def test_streams_expose_the_connection_attributes() -> None:
+    from streams._core.abc import StreamAttribute
+
+    with anyio.fail_after(5):
+        async with framer_pair(quick()) as pair:
+            opened, accepted = await stream_pair(pair.client, pair.server.listen(), {"a": "b"})
+            assert opened.extra(StreamAttribute.backend) == "framer"
+            assert accepted.extra(StreamAttribute.headers)["a"] == "b"
+            assert accepted.extra(StreamAttribute.stream_id) == opened.stream_id == 1
+            assert not accepted.extra(StreamAttribute.local_open)
+            local = opened.extra(anyio.abc.SocketAttribute.local_address)
+            remote = accepted.extra(anyio.abc.SocketAttribute.remote_address)
+            assert local == remote
+            await opened.aclose()
+            await accepted.aclose()

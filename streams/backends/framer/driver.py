@@ -63,6 +63,11 @@ _GO_AWAY_CODES = {
     GoAwayCode.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
 }
 _OPENING = (BlockKind.OPEN,)
+#: seconds each step of stopping the reader and the writer may take (three steps stay
+#: within the 2 s that MuxProvider gives closing the transport)
+_STOP_WAIT = 0.6
+#: ping answers are dropped while this many write buffers' worth of output is queued
+_PING_ANSWER_LIMIT = 4
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
 
 
@@ -92,7 +97,9 @@ class FramerProvider(MuxProvider):
         self.raw = raw
         self._transport = transport
         self._decoder = FrameDecoder(client=client, max_data_length=settings.max_receive_window)
-        self._out = CoalescingBuffer(transport, high_water=settings.write_buffer)
+        self._out = CoalescingBuffer(
+            transport, high_water=settings.write_buffer, turn_bytes=settings.max_frame_size
+        )
         self._writer_done = anyio.Event()
         self._reader_scope = anyio.CancelScope()
         self._reader_done = anyio.Event()
@@ -156,6 +163,13 @@ class FramerProvider(MuxProvider):
             except FramerProtocolError as exc:
                 self._protocol_failure(exc)
                 return
+            except Exception as exc:
+                # a bug of ours must not crash the user's task group: fail this connection
+                logger.exception("framer driver failed on its input")
+                failure = FramerProtocolError(repr(exc), GoAwayCode.INTERNAL_ERROR)
+                failure.__cause__ = exc
+                self._protocol_failure(failure)
+                return
             if self._buffered > self.settings.max_connection_buffer:
                 await self._wait_for_room()
 
@@ -192,7 +206,10 @@ class FramerProvider(MuxProvider):
 
     def _protocol_failure(self, exc: FramerProtocolError) -> None:
         code = ErrorCode.FLOW_CONTROL_ERROR if exc.flow_control else ErrorCode.PROTOCOL_ERROR
-        logger.warning("framer peer broke the protocol: %s", exc)
+        if exc.go_away == GoAwayCode.INTERNAL_ERROR:
+            code = ErrorCode.INTERNAL_ERROR
+        else:
+            logger.warning("framer peer broke the protocol: %s", exc)
         self._out.write(encode_go_away(exc.go_away))
         error = ProtocolError(f"the peer broke the framer protocol: {exc}", code)
         error.__cause__ = exc
@@ -215,10 +232,10 @@ class FramerProvider(MuxProvider):
         # streams on asyncio can fail with InvalidStateError when a waiting receive is
         # cancelled or closed. On a graceful close, half-close the transport and let the
         # peer's close end the reader; cancel it only if that does not happen soon.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
             await self._writer_done.wait()
         if graceful and not self._reader_done.is_set():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
                 try:
                     await self._transport.send_eof()
                 except (
@@ -231,7 +248,7 @@ class FramerProvider(MuxProvider):
                 else:
                     await self._reader_done.wait()
         self._reader_scope.cancel()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
             await self._reader_done.wait()
 
     async def _abort_transport(self) -> None:
@@ -241,10 +258,15 @@ class FramerProvider(MuxProvider):
     async def _close_transport(self) -> None:
         self._out.close()
         self._transport_closing = True
-        await self._stop_io(graceful=True)
         try:
+            # a failed or aborted connection owes the peer no orderly goodbye
+            await self._stop_io(graceful=self._failure is None)
             await self._transport.aclose()
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        finally:
+            # whatever happened above (a timeout of the caller's included), the transport
+            # ends closed
             await anyio.aclose_forcefully(self._transport)
 
     # -- connection buffer ---------------------------------------------------------------
@@ -445,7 +467,9 @@ class FramerProvider(MuxProvider):
                 waiter = self._pings.get(event.opaque)
                 if waiter is not None:
                     waiter.set()
-            else:
+            elif self._out.queued < _PING_ANSWER_LIMIT * self.settings.write_buffer:
+                # a peer that floods pings but does not read their answers gets no more
+                # answers once our output backs up, instead of an ever-growing queue
                 self._out.write(encode_ping(event.opaque, ack=True))
         elif type(event) is GoAwayReceived:
             code = _GO_AWAY_CODES[event.code]
@@ -536,7 +560,7 @@ class FramerProvider(MuxProvider):
         # bytes are immutable, so a view of them can wait in the queue without a copy
         payload = data if isinstance(data.obj, bytes) else bytes(data)
         self._out.write(encode_data_header(stream.stream_id, len(data)), payload)
-        if self._out.queued > self.settings.write_buffer:
+        if self._out.must_wait:
             await self._out.drain()
             if self._failure is not None:
                 raise self._failure

@@ -1,0 +1,49 @@
+"""The framer's coalescing writer: fair turns for writers past the high-water mark."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from streams.backends.framer._stream import CoalescingBuffer
+
+from .pairs import memory_byte_streams
+
+pytestmark = pytest.mark.anyio
+
+FRAME = 64 * 1024
+
+
+async def test_writers_past_the_high_water_mark_take_turns() -> None:
+    ours, theirs = memory_byte_streams()
+    buffer = CoalescingBuffer(ours, high_water=2 * FRAME, turn_bytes=FRAME)
+    order: list[int] = []
+
+    async def writer(index: int) -> None:
+        frame = bytes([index]) * FRAME
+        for _ in range(20):
+            buffer.write(frame)
+            await buffer.drain()
+
+    async def reader() -> None:
+        data = b""
+        while len(order) < 10 * 20:
+            data += await theirs.receive(FRAME)
+            while len(data) >= FRAME:
+                order.append(data[0])
+                data = data[FRAME:]
+
+    with anyio.fail_after(20):
+        async with ours, theirs, anyio.create_task_group() as group:
+            group.start_soon(buffer.run, lambda error: None)
+            group.start_soon(reader)
+            async with anyio.create_task_group() as writers:
+                for index in range(10):
+                    writers.start_soon(writer, index)
+            while len(order) < 200:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    first = order[:100]
+    counts = [first.count(index) for index in range(10)]
+    assert min(counts) >= 9, counts
+    assert max(counts) <= 11, counts
