@@ -28,7 +28,8 @@ from ..._core.flow import FlowControlViolation
 from ..._core.headers import Headers
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
-from ._stream import CoalescingBuffer, FramerStream
+from ..._core.transport import CoalescingBuffer
+from ._stream import FramerStream
 from .codec import (
     ACK,
     FIN,

@@ -38,7 +38,7 @@ from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers, HeadersLike
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
-from ..._core.transport import OutboundBuffer
+from ..._core.transport import CoalescingBuffer
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
 from ._codec_upgrade import UpgradeRequest
@@ -92,7 +92,13 @@ class Http2Provider(MuxProvider):
         self.h2_settings = settings
         self.client = client
         self._transport = transport
-        self._out = OutboundBuffer(transport, high_water=max(1 << 20, settings.max_frame_size * 4))
+        # the coalescing writer sends HEADERS, DATA and END_STREAM queued together in one
+        # write, and lets writers past the mark take turns in order
+        self._out = CoalescingBuffer(
+            transport,
+            high_water=max(1 << 20, settings.max_frame_size * 4),
+            turn_bytes=settings.max_frame_size,
+        )
         self._writer_done = anyio.Event()
         self._scheme = settings.default_scheme or scheme
         self._authority = settings.default_authority or authority

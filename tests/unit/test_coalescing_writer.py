@@ -5,9 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from streams.backends.framer._stream import CoalescingBuffer
-
-from .pairs import memory_byte_streams
+from streams._core.transport import CoalescingBuffer
+from tests.framer.pairs import memory_byte_streams
 
 pytestmark = pytest.mark.anyio
 
