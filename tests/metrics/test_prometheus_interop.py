@@ -4,6 +4,7 @@ dashboard (Debian package `prometheus`)."""
 import json
 import re
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -152,8 +153,14 @@ async def test_a_real_prometheus_scrapes_the_admin_endpoint(tmp_path: Path) -> N
         url = f"http://127.0.0.1:{port}/api/v1/query?{query}"
 
         def ask() -> list[dict[str, object]]:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body = json.loads(response.read())
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                # Prometheus answers 503 until its storage is ready: ask again
+                if error.code == 503:
+                    return []
+                raise
             assert body["status"] == "success"
             return list(body["data"]["result"])
 
