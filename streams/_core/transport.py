@@ -279,6 +279,9 @@ class OutboundBuffer:
                 chunks, self._chunks = self._chunks, []
                 self.queued = 0
                 self._has_data = anyio.Event()
+                if self._closing:
+                    # close() set the event just replaced: keep its signal for the next turn
+                    self._has_data.set()
                 data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
                 self._drained.set()
                 await self._stream.send(data)
