@@ -285,7 +285,13 @@ class OutboundBuffer:
                 data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
                 self._drained.set()
                 await self._stream.send(data)
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+        except (
+            OSError,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            # anyio's TLS stream raises it from send() once the peer closed
+            anyio.EndOfStream,
+        ) as exc:
             self.error = exc
             self._drained.set()
             on_error(exc)
