@@ -197,6 +197,12 @@ class ConnectionServer(StreamServer):
             await self._byte_listener.serve(self._serve_connection, self._task_group)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
+        except BaseExceptionGroup as group:
+            # a TCP listener is a MultiListener, whose serve() wraps each listener's
+            # ClosedResourceError in a group when the server closes it
+            _, rest = group.split((anyio.ClosedResourceError, anyio.BrokenResourceError))
+            if rest is not None:
+                raise rest from None
 
     async def _serve_connection(self, byte_stream: anyio.abc.ByteStream) -> None:
         try:
