@@ -517,9 +517,7 @@ class SpdyProvider(MuxProvider):
             return
         pending = self._pings.pop(event.ping_id, None)
         if pending is not None:
-            started, waiter = pending
-            self._rtt = anyio.current_time() - started
-            waiter.set()
+            pending[1].set()
 
     def _on_goaway_frame(self, event: spdy.GoAwayReceived) -> None:
         try:
@@ -739,7 +737,10 @@ class SpdyProvider(MuxProvider):
             self._pings.pop(ping_id, None)
         if self.failure is not None:
             raise self.failure
-        return anyio.current_time() - started
+        if self._closed_locally:
+            raise ProviderClosed()
+        rtt = self._rtt = anyio.current_time() - started
+        return rtt
 
     async def _keepalive(self, interval: float) -> None:
         timeout = self.spdy_settings.keepalive_timeout
