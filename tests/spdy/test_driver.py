@@ -26,7 +26,7 @@ from tests.spdy.helpers import socket_pair
 
 pytestmark = pytest.mark.anyio
 
-QUIET = SpdySettings(keepalive_interval=None, close_grace=0.5)
+QUIET = SpdySettings(keepalive_interval=None, close_grace=0.5, confirm_replies=False)
 
 
 @dataclass
@@ -172,7 +172,11 @@ async def test_window_credit_comes_back_only_as_the_application_reads() -> None:
 
 async def test_no_flow_control_neither_waits_nor_enforces() -> None:
     settings = SpdySettings(
-        keepalive_interval=None, close_grace=0.5, no_flow_control=True, receive_window=65536
+        keepalive_interval=None,
+        close_grace=0.5,
+        no_flow_control=True,
+        receive_window=65536,
+        confirm_replies=False,
     )
     async with raw_peer(settings) as (provider, peer):
         stream = await provider.open_stream(wait_accept=False)
@@ -248,17 +252,21 @@ async def test_a_bare_refusal_is_a_retryable_rejection() -> None:
         assert rejected.value.response_headers == Headers()
 
 
-async def test_data_and_fin_wait_for_the_reply() -> None:
-    """docker/spdystream drops data and FIN that arrive before its SYN_REPLY."""
-    async with raw_peer() as (provider, peer):
+async def test_data_and_fin_wait_for_the_reply_and_its_confirmation() -> None:
+    """docker/spdystream drops data and FIN that arrive before its SYN_REPLY, or before it
+    marked the stream replied (just after writing the reply): they wait for the reply and
+    for a ping round trip after it, for a peer that never sent SETTINGS."""
+    settings = SpdySettings(keepalive_interval=None, close_grace=0.5)
+    async with raw_peer(settings) as (provider, peer):
         stream = await provider.open_stream(wait_accept=False)
         await stream.send(b"early")
         await stream.send_eof()
         await peer.expect(lambda e: isinstance(e, spdy.StreamOpened))
-        await anyio.sleep(0.1)
-        peer.events += peer.codec.receive_data(b"")
-        assert not any(isinstance(e, spdy.DataReceived) for e in peer.events)
         await peer.send(peer.codec.syn_reply(stream.stream_id, []))
+        ping = await peer.expect(lambda e: isinstance(e, spdy.PingReceived))
+        assert not any(isinstance(e, spdy.DataReceived) for e in peer.events)
+        assert isinstance(ping, spdy.PingReceived)
+        await peer.send(peer.codec.ping(ping.ping_id))
         data = await peer.expect(lambda e: isinstance(e, spdy.DataReceived))
         assert data == spdy.DataReceived(stream_id=stream.stream_id, data=b"early", fin=False)
         fin = await peer.expect(lambda e: isinstance(e, spdy.DataReceived))

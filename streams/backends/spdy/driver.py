@@ -108,6 +108,11 @@ class SpdySettings(MuxSettings):
     #: ``GOAWAY``), or ``"auto"`` (early only to a peer that sent ``SETTINGS`` or
     #: ``WINDOW_UPDATE``, which spdystream never does)
     goaway: str = "auto"
+    #: after a ``SYN_REPLY``, hold data until a ``PING`` round trip confirms the peer took
+    #: note of its own reply: docker/spdystream marks a stream replied only after writing
+    #: the reply, and drops data that arrives in between. ``None``: only for peers that
+    #: never sent ``SETTINGS`` or ``WINDOW_UPDATE`` (which spdystream never does)
+    confirm_replies: bool | None = None
     #: seconds between keepalive pings (``None``: no keepalive)
     keepalive_interval: float | None = 30.0
     #: seconds a keepalive ping may go unanswered before the connection is declared dead
@@ -149,14 +154,36 @@ class SpdyStream(MuxStream):
     on_wire = True
     #: the peer's headers that came with a refusal, before its ``RST_STREAM``
     rejection_headers: Headers | None = None
-    #: ``send_eof`` before the peer's ``SYN_REPLY``: written once it arrives
+    #: ``send_eof`` before the stream was released: written once it is
     eof_pending = False
-    #: data frames sent before the peer's ``SYN_REPLY``: written once it arrives
+    #: data frames sent before the stream was released: written once it is
     held: list[bytes]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held = []
+        self.held_bytes = 0
+        #: data may go on the wire: the peer accepted the stream (and, for a peer like
+        #: docker/spdystream, confirmed it with a ping); always true for the peer's streams
+        self.released = not self.local
+        self._release_waiter: anyio.Event | None = None
+
+    async def wait_released(self) -> None:
+        """Wait until the stream is released, or finished."""
+        if self.released or self.finished:
+            await anyio.lowlevel.checkpoint()
+            return
+        waiter = self._release_waiter = self._release_waiter or anyio.Event()
+        await waiter.wait()
+
+    def wake_released(self) -> None:
+        waiter, self._release_waiter = self._release_waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def _finish(self) -> None:
+        super()._finish()
+        self.wake_released()
 
     def _take(self, max_bytes: int) -> bytes:
         data = super()._take(max_bytes)
@@ -178,8 +205,10 @@ class SpdyStream(MuxStream):
     def drop_held(self) -> None:
         """Forget the data held for the ``SYN_REPLY``, returning its session credit."""
         held, self.held = self.held, []
+        self.held_bytes = 0
         if held:
             self._owner.session_credit_back(sum(len(frame) - 8 for frame in held))
+        self.wake_released()
 
     def on_rejected(self, rejection: StreamRejected) -> None:
         self.drop_held()
@@ -231,6 +260,7 @@ class SpdyProvider(MuxProvider):
         self._session_waiter: anyio.Event | None = None
         self._consumed_waiter: anyio.Event | None = None
         self._pings: dict[int, tuple[float, anyio.Event]] = {}
+        self._confirming: dict[int, SpdyStream] = {}
         self._peer_max_streams: int | None = None
         self._peer_speaks_full_spdy = False
         self._goaway_sent = False
@@ -437,13 +467,30 @@ class SpdyProvider(MuxProvider):
         if stream is None:
             return
         stream.on_accepted(Headers(event.headers))
+        confirm = self.spdy_settings.confirm_replies
+        if confirm is None:
+            confirm = not self._peer_speaks_full_spdy
+        if confirm:
+            ping_id = self.codec.next_ping_id()
+            self._confirming[ping_id] = stream
+            self._out.write(self.codec.ping(ping_id))
+        else:
+            self._release(stream)
+        if event.fin:
+            stream.on_eof()
+
+    def _release(self, stream: SpdyStream) -> None:
+        """Let the stream's data go: what was held first, then the FIN if it is due."""
+        if stream.released or stream.finished:
+            return
+        stream.released = True
         held, stream.held = stream.held, []
+        stream.held_bytes = 0
         self._out.write(*held)
         if stream.eof_pending:
             stream.eof_pending = False
             self._out.write(self.codec.data_header(stream.stream_id, 0, fin=True))
-        if event.fin:
-            stream.on_eof()
+        stream.wake_released()
 
     def _on_headers(self, event: spdy.HeadersReceived) -> None:
         stream = self._stream(event.stream_id)
@@ -514,6 +561,10 @@ class SpdyProvider(MuxProvider):
     def _on_ping(self, event: spdy.PingReceived) -> None:
         if not self.codec.is_local_ping(event.ping_id):
             self._out.write(self.codec.ping(event.ping_id))
+            return
+        confirmed = self._confirming.pop(event.ping_id, None)
+        if confirmed is not None:
+            self._release(confirmed)
             return
         pending = self._pings.pop(event.ping_id, None)
         if pending is not None:
@@ -637,13 +688,26 @@ class SpdyProvider(MuxProvider):
         self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(rejection.code)))
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
+        assert isinstance(stream, SpdyStream)
         remaining = data
+        hold_limit = self.spdy_settings.receive_window
         try:
             while remaining:
+                room = len(remaining)
+                if not stream.released:
+                    if stream.finished:
+                        return
+                    room = min(room, hold_limit - stream.held_bytes)
+                    if room <= 0:
+                        # held data is bounded: past the limit, wait for the reply
+                        await stream.wait_released()
+                        if self.failure is not None:
+                            raise self.failure
+                        continue
                 if self._no_flow_control:
-                    size = len(remaining)
+                    size = room
                 else:
-                    size = self._session_send.take(len(remaining))
+                    size = self._session_send.take(room)
                     if not size:
                         if self.failure is not None:
                             raise self.failure
@@ -656,11 +720,11 @@ class SpdyProvider(MuxProvider):
                 if not isinstance(chunk.obj, bytes):
                     chunk = memoryview(bytes(chunk))
                 header = self.codec.data_header(stream.stream_id, size)
-                assert isinstance(stream, SpdyStream)
-                if stream.local and stream.accept_state is AcceptState.PENDING:
+                if not stream.released:
                     # docker/spdystream drops data that arrives before its SYN_REPLY, so
-                    # it waits here (within the stream's window) for the reply
+                    # it waits here (up to a bound) for the reply
                     stream.held.append(header + chunk)
+                    stream.held_bytes += size
                 else:
                     self._out.write(header, chunk)
                 remaining = remaining[size:]
@@ -676,7 +740,7 @@ class SpdyProvider(MuxProvider):
         assert isinstance(stream, SpdyStream)
         if not stream.on_wire:
             return
-        if stream.local and stream.accept_state is AcceptState.PENDING:
+        if not stream.released:
             # a FIN before the SYN_REPLY would be dropped by docker/spdystream
             stream.eof_pending = True
             return
