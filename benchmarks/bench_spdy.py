@@ -255,9 +255,13 @@ async def run_all(size: int, count: int, peer: Path | None, go_server: str | Non
     if peer is not None:
         async with our_echo(get_backend("spdy"), no_fc) as address:
             figure = await anyio.to_thread.run_sync(go_client_throughput, peer, address, size)
-        _add(
-            rows, Row("Go spdystream client -> our server", "echo throughput", figure, "MB/s"), tcp
-        )
+        go_go = None
+        if go_server is not None:
+            go_figure = await anyio.to_thread.run_sync(go_client_throughput, peer, go_server, size)
+            go_go = Row("Go client -> Go server (reference)", "echo throughput", go_figure, "MB/s")
+            _add(rows, go_go, tcp)
+        ours = Row("Go spdystream client -> our server", "echo throughput", figure, "MB/s")
+        _add(rows, ours, go_go or tcp)
     return rows
 
 
