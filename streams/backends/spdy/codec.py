@@ -17,20 +17,79 @@ Two kinds of failure, as the specification says:
 
 from __future__ import annotations
 
-import enum
-import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._dictionary import DICTIONARY
+from .codec_frames import (
+    _ALLOWED_FLAGS,
+    _CONTROL,
+    _HEADER,
+    _PAIR,
+    _U32,
+    DEFAULT_WINDOW,
+    FLAG_CLEAR_SETTINGS,
+    FLAG_FIN,
+    FLAG_UNIDIRECTIONAL,
+    GOAWAY,
+    HEADERS,
+    MAX_LENGTH,
+    MAX_STREAM_ID,
+    PING,
+    RST_STREAM,
+    SETTINGS,
+    SYN_REPLY,
+    SYN_STREAM,
+    VERSION,
+    WINDOW_UPDATE,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    GoAwayStatus,
+    HeadersReceived,
+    Pairs,
+    PingReceived,
+    ReplyReceived,
+    ResetReceived,
+    RstStatus,
+    SessionError,
+    SettingId,
+    SettingsReceived,
+    StreamFailed,
+    StreamOpened,
+    WindowUpdateReceived,
+)
+from .codec_headers import (
+    HeaderCompressor,
+    HeaderDecompressor,
+    decode_header_block,
+    encode_header_block,
+)
 
 __all__ = [
+    "DEFAULT_WINDOW",
+    "FLAG_CLEAR_SETTINGS",
+    "FLAG_FIN",
+    "FLAG_UNIDIRECTIONAL",
+    "GOAWAY",
+    "HEADERS",
+    "MAX_LENGTH",
+    "MAX_STREAM_ID",
+    "PING",
+    "RST_STREAM",
+    "SETTINGS",
+    "SYN_REPLY",
+    "SYN_STREAM",
+    "VERSION",
+    "WINDOW_UPDATE",
     "DataReceived",
     "Event",
     "GoAwayReceived",
     "GoAwayStatus",
+    "HeaderCompressor",
+    "HeaderDecompressor",
     "HeadersReceived",
+    "Pairs",
     "PingReceived",
     "ReplyReceived",
     "ResetReceived",
@@ -45,333 +104,6 @@ __all__ = [
     "decode_header_block",
     "encode_header_block",
 ]
-
-VERSION = 3
-MAX_STREAM_ID = 0x7FFFFFFF
-MAX_LENGTH = 0xFFFFFF
-#: the window both ends assume for a new stream and for the session (draft 3.1, 2.6.8)
-DEFAULT_WINDOW = 65536
-
-SYN_STREAM = 1
-SYN_REPLY = 2
-RST_STREAM = 3
-SETTINGS = 4
-PING = 6
-GOAWAY = 7
-HEADERS = 8
-WINDOW_UPDATE = 9
-
-FLAG_FIN = 0x01
-FLAG_UNIDIRECTIONAL = 0x02
-FLAG_CLEAR_SETTINGS = 0x01
-
-#: the control flags each frame type may carry
-_ALLOWED_FLAGS = {
-    SYN_STREAM: FLAG_FIN | FLAG_UNIDIRECTIONAL,
-    SYN_REPLY: FLAG_FIN,
-    RST_STREAM: 0,
-    SETTINGS: FLAG_CLEAR_SETTINGS,
-    PING: 0,
-    GOAWAY: 0,
-    HEADERS: FLAG_FIN,
-    WINDOW_UPDATE: 0,
-}
-
-_U32 = struct.Struct(">I")
-_HEADER = struct.Struct(">II")
-_CONTROL = struct.Struct(">HHI")
-_PAIR = struct.Struct(">II")
-
-
-class RstStatus(enum.IntEnum):
-    """``RST_STREAM`` status codes (draft 3.1, 2.6.3). Zero is not a status."""
-
-    PROTOCOL_ERROR = 1
-    INVALID_STREAM = 2
-    REFUSED_STREAM = 3
-    UNSUPPORTED_VERSION = 4
-    CANCEL = 5
-    INTERNAL_ERROR = 6
-    FLOW_CONTROL_ERROR = 7
-    STREAM_IN_USE = 8
-    STREAM_ALREADY_CLOSED = 9
-    INVALID_CREDENTIALS = 10
-    FRAME_TOO_LARGE = 11
-
-
-class GoAwayStatus(enum.IntEnum):
-    """``GOAWAY`` status codes (draft 3.1, 2.6.6)."""
-
-    OK = 0
-    PROTOCOL_ERROR = 1
-    INTERNAL_ERROR = 2
-
-
-class SettingId(enum.IntEnum):
-    """``SETTINGS`` ids (draft 3.1, 2.6.4)."""
-
-    UPLOAD_BANDWIDTH = 1
-    DOWNLOAD_BANDWIDTH = 2
-    ROUND_TRIP_TIME = 3
-    MAX_CONCURRENT_STREAMS = 4
-    CURRENT_CWND = 5
-    DOWNLOAD_RETRANS_RATE = 6
-    INITIAL_WINDOW_SIZE = 7
-    CLIENT_CERTIFICATE_VECTOR_SIZE = 8
-
-
-class SessionError(Exception):
-    """The peer broke the protocol; the session must end with ``GOAWAY``.
-
-    :ivar status: the ``GOAWAY`` status to send
-    :ivar limit: the name of the configured limit that was exceeded, if that was the cause
-    """
-
-    def __init__(
-        self,
-        message: str,
-        status: GoAwayStatus = GoAwayStatus.PROTOCOL_ERROR,
-        *,
-        limit: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.limit = limit
-
-
-# -- events ---------------------------------------------------------------------------------
-
-Pairs = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamOpened:
-    """``SYN_STREAM``: the peer opened a stream."""
-
-    #: the new stream's id
-    stream_id: int
-    #: the header block, in order, one pair per value
-    headers: Pairs
-    #: the peer sent no data on it (``FLAG_FIN``)
-    fin: bool
-    #: the stream the peer associated it with (0: none)
-    associated_id: int = 0
-    #: 0 (highest) to 7
-    priority: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReplyReceived:
-    """``SYN_REPLY``: the peer accepted a stream this side opened."""
-
-    stream_id: int
-    headers: Pairs
-    fin: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeadersReceived:
-    """``HEADERS``: more headers for a stream."""
-
-    stream_id: int
-    headers: Pairs
-    fin: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DataReceived:
-    """A data frame. ``open`` is false for a stream that was already closed here: its data
-    must be discarded (and still count against the session window)."""
-
-    stream_id: int
-    data: bytes
-    fin: bool
-    open: bool = True
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResetReceived:
-    """``RST_STREAM``: the peer aborted a stream."""
-
-    stream_id: int
-    status: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SettingsReceived:
-    """``SETTINGS``: id to value, in the order received."""
-
-    settings: tuple[tuple[int, int], ...]
-    clear: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PingReceived:
-    """``PING``: answer it if its id has the peer's parity; else it answers ours."""
-
-    ping_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GoAwayReceived:
-    """``GOAWAY``: the peer takes no new streams above ``last_stream_id``."""
-
-    last_stream_id: int
-    status: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WindowUpdateReceived:
-    """``WINDOW_UPDATE``: more credit on a stream, or on the session (``stream_id`` 0)."""
-
-    stream_id: int
-    delta: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamFailed:
-    """A stream error: answer with ``RST_STREAM`` *status*; the session goes on.
-
-    ``discarded`` counts data bytes that were dropped with it (session window credit)."""
-
-    stream_id: int
-    status: RstStatus
-    reason: str
-    discarded: int = 0
-
-
-Event = (
-    StreamOpened
-    | ReplyReceived
-    | HeadersReceived
-    | DataReceived
-    | ResetReceived
-    | SettingsReceived
-    | PingReceived
-    | GoAwayReceived
-    | WindowUpdateReceived
-    | StreamFailed
-)
-
-
-# -- header blocks --------------------------------------------------------------------------
-
-
-def encode_header_block(headers: Iterable[tuple[str, str]]) -> bytes:
-    """The uncompressed name/value block of *headers*.
-
-    Names are lower-cased and grouped: several values of one name travel as one value
-    joined with NUL, at the place of the name's first occurrence.
-
-    :raises ValueError: for an empty name, or a value that cannot travel (a NUL inside it,
-        or an empty value among several)
-    """
-    grouped: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        key = name.lower().encode("utf-8", "surrogateescape")
-        if not key:
-            raise ValueError("a header name must not be empty")
-        raw = value.encode("utf-8", "surrogateescape")
-        if b"\x00" in raw or b"\x00" in key:
-            raise ValueError(f"header {name!r}: NUL cannot travel in a SPDY header")
-        grouped.setdefault(key, []).append(raw)
-    parts = [_U32.pack(len(grouped))]
-    for key, values in grouped.items():
-        if len(values) > 1 and not all(values):
-            raise ValueError(f"header {key!r}: an empty value cannot travel among several")
-        joined = b"\x00".join(values)
-        parts += [_U32.pack(len(key)), key, _U32.pack(len(joined)), joined]
-    return b"".join(parts)
-
-
-def decode_header_block(block: bytes) -> Pairs:
-    """Parse an uncompressed name/value block into pairs, one per value.
-
-    :raises ValueError: if the block is malformed, a name is empty, not lower case or
-        repeated, or a value list has an empty member
-    """
-    view = memoryview(block)
-    if len(view) < 4:
-        raise ValueError("header block shorter than its count")
-    (count,) = _U32.unpack_from(view, 0)
-    position = 4
-    # each pair needs at least 8 bytes: a huge count cannot make us loop for long
-    if count > (len(view) - 4) // 8:
-        raise ValueError(f"header block announces {count} pairs in {len(view)} bytes")
-    seen: set[bytes] = set()
-    pairs: list[tuple[str, str]] = []
-    for _ in range(count):
-        name, position = _read_string(view, position)
-        value, position = _read_string(view, position)
-        if not name:
-            raise ValueError("empty header name")
-        if name != name.lower():
-            raise ValueError(f"header name {name!r} is not lower case")
-        if name in seen:
-            raise ValueError(f"header name {name!r} appears twice")
-        seen.add(name)
-        text_name = name.decode("utf-8", "surrogateescape")
-        values = value.split(b"\x00")
-        if len(values) > 1 and not all(values):
-            raise ValueError(f"header {text_name!r} has an empty value among several")
-        pairs += [(text_name, v.decode("utf-8", "surrogateescape")) for v in values]
-    if position != len(view):
-        raise ValueError(f"{len(view) - position} bytes after the header block")
-    return tuple(pairs)
-
-
-def _read_string(view: memoryview, position: int) -> tuple[bytes, int]:
-    if position + 4 > len(view):
-        raise ValueError("header block truncated")
-    (length,) = _U32.unpack_from(view, position)
-    position += 4
-    if position + length > len(view):
-        raise ValueError("header block truncated")
-    return bytes(view[position : position + length]), position + length
-
-
-class HeaderCompressor:
-    """The sending direction's zlib context, primed with the SPDY dictionary."""
-
-    def __init__(self, level: int = zlib.Z_DEFAULT_COMPRESSION) -> None:
-        self._zlib = zlib.compressobj(
-            level, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY, DICTIONARY
-        )
-
-    def compress(self, block: bytes) -> bytes:
-        """Compress one block, flushed to a byte boundary so the peer can decode it now."""
-        return self._zlib.compress(block) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
-
-
-class HeaderDecompressor:
-    """The receiving direction's zlib context, with a cap on what one block may expand to.
-
-    :param limit: the most bytes one decompressed header block may have
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._zlib = zlib.decompressobj(15, DICTIONARY)
-        self._limit = limit
-
-    def decompress(self, data: bytes) -> bytes:
-        """Decompress one block. Stops at ``limit + 1`` bytes of output, so a compression
-        bomb is refused without the whole of it ever being allocated.
-
-        :raises SessionError: if the data is not a valid continuation of the zlib stream,
-            or expands past the limit
-        """
-        try:
-            block = self._zlib.decompress(data, self._limit + 1)
-        except zlib.error as exc:
-            raise SessionError(f"header block does not decompress: {exc}") from exc
-        if len(block) > self._limit or self._zlib.unconsumed_tail:
-            raise SessionError(
-                f"header block expands past {self._limit} bytes",
-                limit="max_header_block",
-            )
-        if self._zlib.eof:
-            raise SessionError("the peer ended its header compression stream")
-        return block
 
 
 # -- the codec ------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,7 +20,6 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ..._core.errors import (
-    ConfigError,
     ConnectionLost,
     ErrorCode,
     GoingAway,
@@ -32,197 +30,17 @@ from ..._core.errors import (
 )
 from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
 from ..._core.headers import Headers
-from ..._core.mux import MuxProvider, MuxSettings
+from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import OutboundBuffer
 from . import codec as spdy
 from .codec import GoAwayStatus, RstStatus, SessionError, SettingId
+from .settings import REJECT_REASON, REJECT_RETRYABLE, SpdySettings, error_code, rst_status
+from .stream import SpdyStream
 
 __all__ = ["SpdyProvider", "SpdySettings", "SpdyStream", "error_code", "rst_status"]
 
 logger = logging.getLogger("streams.spdy")
-
-#: response header names that carry a rejection's reason and retryability to our own peers
-REJECT_REASON = ":reject-reason"
-REJECT_RETRYABLE = ":reject-retryable"
-
-_TO_ERROR_CODE = {
-    RstStatus.PROTOCOL_ERROR: ErrorCode.PROTOCOL_ERROR,
-    RstStatus.INVALID_STREAM: ErrorCode.STREAM_CLOSED,
-    RstStatus.REFUSED_STREAM: ErrorCode.REFUSED_STREAM,
-    RstStatus.UNSUPPORTED_VERSION: ErrorCode.PROTOCOL_ERROR,
-    RstStatus.CANCEL: ErrorCode.CANCEL,
-    RstStatus.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
-    RstStatus.FLOW_CONTROL_ERROR: ErrorCode.FLOW_CONTROL_ERROR,
-    RstStatus.STREAM_IN_USE: ErrorCode.PROTOCOL_ERROR,
-    RstStatus.STREAM_ALREADY_CLOSED: ErrorCode.STREAM_CLOSED,
-    RstStatus.INVALID_CREDENTIALS: ErrorCode.INADEQUATE_SECURITY,
-    RstStatus.FRAME_TOO_LARGE: ErrorCode.FRAME_SIZE_ERROR,
-}
-
-_TO_RST_STATUS = {
-    ErrorCode.PROTOCOL_ERROR: RstStatus.PROTOCOL_ERROR,
-    ErrorCode.INTERNAL_ERROR: RstStatus.INTERNAL_ERROR,
-    ErrorCode.FLOW_CONTROL_ERROR: RstStatus.FLOW_CONTROL_ERROR,
-    ErrorCode.STREAM_CLOSED: RstStatus.STREAM_ALREADY_CLOSED,
-    ErrorCode.FRAME_SIZE_ERROR: RstStatus.FRAME_TOO_LARGE,
-    ErrorCode.REFUSED_STREAM: RstStatus.REFUSED_STREAM,
-    ErrorCode.CANCEL: RstStatus.CANCEL,
-    ErrorCode.COMPRESSION_ERROR: RstStatus.PROTOCOL_ERROR,
-    ErrorCode.INADEQUATE_SECURITY: RstStatus.INVALID_CREDENTIALS,
-}
-
-
-def error_code(status: int) -> ErrorCode | int:
-    """The :class:`~streams.ErrorCode` for a SPDY ``RST_STREAM`` status."""
-    try:
-        return _TO_ERROR_CODE[RstStatus(status)]
-    except ValueError:
-        return ErrorCode.PROTOCOL_ERROR
-
-
-def rst_status(code: int) -> RstStatus:
-    """The ``RST_STREAM`` status for an :class:`~streams.ErrorCode`; ``CANCEL`` for codes
-    SPDY cannot say (never 0, which kills docker/spdystream's connection)."""
-    try:
-        return _TO_RST_STATUS.get(ErrorCode(code), RstStatus.CANCEL)
-    except ValueError:
-        return RstStatus.CANCEL
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SpdySettings(MuxSettings):
-    """Settings of a SPDY/3.1 session, on top of :class:`~streams._core.mux.MuxSettings`."""
-
-    #: the session-level receive window (SPDY/3.1), in bytes
-    session_window: int = 32 * 1024 * 1024
-    #: the most bytes one decompressed header block may have (a bigger one is a bomb)
-    max_header_block: int = 256 * 1024
-    #: the largest control frame accepted, in bytes
-    max_control_frame: int = 1024 * 1024
-    #: peers without flow control (docker/spdystream): do not wait for the peer's window,
-    #: do not enforce ours; a slow reader then pauses the whole connection instead
-    no_flow_control: bool = False
-    #: when to send ``GOAWAY`` on close: ``"early"`` (at once, as the specification says),
-    #: ``"late"`` (once the streams are done: docker/spdystream stops reading on
-    #: ``GOAWAY``), or ``"auto"`` (early only to a peer that sent ``SETTINGS`` or
-    #: ``WINDOW_UPDATE``, which spdystream never does)
-    goaway: str = "auto"
-    #: after a ``SYN_REPLY``, hold data until a ``PING`` round trip confirms the peer took
-    #: note of its own reply: docker/spdystream marks a stream replied only after writing
-    #: the reply, and drops data that arrives in between. ``None``: only for peers that
-    #: never sent ``SETTINGS`` or ``WINDOW_UPDATE`` (which spdystream never does)
-    confirm_replies: bool | None = None
-    #: seconds between keepalive pings (``None``: no keepalive)
-    keepalive_interval: float | None = 30.0
-    #: seconds a keepalive ping may go unanswered before the connection is declared dead
-    keepalive_timeout: float = 30.0
-    #: zlib level for header blocks (-1: zlib's default)
-    compression_level: int = -1
-    #: bytes queued for the socket before data writers wait
-    write_buffer: int = 1024 * 1024
-
-    def __post_init__(self) -> None:
-        MuxSettings.__post_init__(self)
-        if not 65536 <= self.session_window <= MAX_WINDOW:
-            raise ConfigError("must be between 65536 and 2**31-1", path="session_window")
-        if self.max_header_block < 1024:
-            raise ConfigError("must be at least 1024", path="max_header_block")
-        if not 1024 <= self.max_control_frame <= spdy.MAX_LENGTH:
-            raise ConfigError("must be between 1024 and 2**24-1", path="max_control_frame")
-        if self.max_frame_size > spdy.MAX_LENGTH:
-            raise ConfigError("must be at most 2**24-1", path="max_frame_size")
-        if self.goaway not in ("early", "late", "auto"):
-            raise ConfigError("must be 'early', 'late' or 'auto'", path="goaway")
-        if self.keepalive_interval is not None and self.keepalive_interval <= 0:
-            raise ConfigError("must be positive", path="keepalive_interval")
-        if self.keepalive_timeout <= 0:
-            raise ConfigError("must be positive", path="keepalive_timeout")
-        if not -1 <= self.compression_level <= 9:
-            raise ConfigError("must be between -1 and 9", path="compression_level")
-        if self.write_buffer < 1024:
-            raise ConfigError("must be at least 1024", path="write_buffer")
-
-
-class SpdyStream(MuxStream):
-    """A :class:`MuxStream` that reports every byte leaving its buffer, read or dropped, so
-    the session window (which spans all streams) can be credited back."""
-
-    _owner: SpdyProvider
-
-    #: ``False`` until the stream's open is on the wire (or if it never got there)
-    on_wire = True
-    #: the peer's headers that came with a refusal, before its ``RST_STREAM``
-    rejection_headers: Headers | None = None
-    #: ``send_eof`` before the stream was released: written once it is
-    eof_pending = False
-    #: data frames sent before the stream was released: written once it is
-    held: list[bytes]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.held = []
-        self.held_bytes = 0
-        #: data may go on the wire: the peer accepted the stream (and, for a peer like
-        #: docker/spdystream, confirmed it with a ping); always true for the peer's streams
-        self.released = not self.local
-        self._release_waiter: anyio.Event | None = None
-
-    async def wait_released(self) -> None:
-        """Wait until the stream is released, or finished."""
-        if self.released or self.finished:
-            await anyio.lowlevel.checkpoint()
-            return
-        waiter = self._release_waiter = self._release_waiter or anyio.Event()
-        await waiter.wait()
-
-    def wake_released(self) -> None:
-        waiter, self._release_waiter = self._release_waiter, None
-        if waiter is not None:
-            waiter.set()
-
-    def _finish(self) -> None:
-        super()._finish()
-        self.wake_released()
-
-    def _take(self, max_bytes: int) -> bytes:
-        data = super()._take(max_bytes)
-        self._owner.session_consumed(len(data))
-        return data
-
-    def _dropping(self, action: Callable[[], None]) -> None:
-        before = self.buffered
-        action()
-        if before > self.buffered:
-            self._owner.session_consumed(before - self.buffered)
-
-    def close_now(self) -> None:
-        self._dropping(super().close_now)
-
-    def _local_reset(self, code: int) -> None:
-        self._dropping(lambda: MuxStream._local_reset(self, code))
-
-    def drop_held(self) -> None:
-        """Forget the data held for the ``SYN_REPLY``, returning its session credit."""
-        held, self.held = self.held, []
-        self.held_bytes = 0
-        if held:
-            self._owner.session_credit_back(sum(len(frame) - 8 for frame in held))
-        self.wake_released()
-
-    def on_rejected(self, rejection: StreamRejected) -> None:
-        self.drop_held()
-        self._dropping(lambda: MuxStream.on_rejected(self, rejection))
-
-    def on_data(self, data: bytes) -> None:
-        before = self.buffered
-        MuxStream.on_data(self, data)
-        if self.buffered - before < len(data):
-            self._owner.session_consumed(len(data) - (self.buffered - before))
-
-    def abort(self, code: int) -> None:
-        """Reset the stream from the driver (a stream error), waking every waiter."""
-        self._local_reset(code)
 
 
 class SpdyProvider(MuxProvider):
@@ -261,6 +79,7 @@ class SpdyProvider(MuxProvider):
         self._consumed_waiter: anyio.Event | None = None
         self._pings: dict[int, tuple[float, anyio.Event]] = {}
         self._confirming: dict[int, SpdyStream] = {}
+        self._confirmations: anyio.Event | None = None
         self._peer_max_streams: int | None = None
         self._peer_speaks_full_spdy = False
         self._goaway_sent = False
@@ -334,6 +153,14 @@ class SpdyProvider(MuxProvider):
             self._fail(ConnectionLost(f"writing to the peer failed: {error}"))
 
     async def _close_transport(self) -> None:
+        # data held for a reply's confirmation must reach the peer before GOAWAY
+        with anyio.move_on_after(1.0):
+            while self._confirming and self.failure is None:
+                waiter = self._confirmations = self._confirmations or anyio.Event()
+                await waiter.wait()
+        for stream in list(self._confirming.values()):
+            self._release(stream)
+        self._confirming.clear()
         if not self._goaway_sent and self.failure is None:
             self._goaway_sent = True
             self._out.write(self.codec.goaway())
@@ -346,6 +173,7 @@ class SpdyProvider(MuxProvider):
         self.fail(error)
         self._wake_session()
         self._wake_consumed()
+        self._wake_confirmations()
         for _, event in self._pings.values():
             event.set()
 
@@ -481,9 +309,15 @@ class SpdyProvider(MuxProvider):
 
     def _release(self, stream: SpdyStream) -> None:
         """Let the stream's data go: what was held first, then the FIN if it is due."""
-        if stream.released or stream.finished:
+        if stream.released:
             return
         stream.released = True
+        if stream.state in ("reset", "failed", "rejected"):
+            stream.drop_held()
+            stream.eof_pending = False
+            return
+        # a stream that finished here while held (sent everything, read everything, closed)
+        # still owes the peer what it held
         held, stream.held = stream.held, []
         stream.held_bytes = 0
         self._out.write(*held)
@@ -565,6 +399,7 @@ class SpdyProvider(MuxProvider):
         confirmed = self._confirming.pop(event.ping_id, None)
         if confirmed is not None:
             self._release(confirmed)
+            self._wake_confirmations()
             return
         pending = self._pings.pop(event.ping_id, None)
         if pending is not None:
@@ -618,6 +453,11 @@ class SpdyProvider(MuxProvider):
         if not self._no_flow_control and size:
             self._session_send.grow(size)
             self._wake_session()
+
+    def _wake_confirmations(self) -> None:
+        waiter, self._confirmations = self._confirmations, None
+        if waiter is not None:
+            waiter.set()
 
     def _wake_session(self) -> None:
         waiter, self._session_waiter = self._session_waiter, None
