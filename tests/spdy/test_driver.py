@@ -13,7 +13,8 @@ import anyio.abc
 import pytest
 
 from streams import ConnectionLost, Headers, ProtocolError, StreamRejected
-from streams._core.errors import ErrorCode, LimitExceeded
+from streams._core.backend import BackendOptions
+from streams._core.errors import ConfigError, ErrorCode, LimitExceeded
 from streams._core.server import StreamServer
 from streams.backends.spdy import BACKEND, SpdyProvider, SpdySettings
 from streams.backends.spdy import codec as spdy
@@ -365,3 +366,39 @@ async def test_an_upgraded_connection_carries_streams() -> None:
                 await stream.send_eof()
                 assert await read_all(stream) == b"through the upgrade"
                 await stream.aclose()
+
+
+async def test_a_header_that_cannot_travel_fails_the_open_not_the_session() -> None:
+    async with raw_peer() as (provider, peer):
+        with pytest.raises(ValueError, match="NUL"):
+            await provider.open_stream({"x": "a\x00b"}, wait_accept=False)
+        stream = await provider.open_stream({"x": "fine"}, wait_accept=False)
+        opened = await peer.expect(lambda e: isinstance(e, spdy.StreamOpened))
+        assert opened == spdy.StreamOpened(
+            stream_id=stream.stream_id, headers=(("x", "fine"),), fin=False
+        )
+        await anyio.sleep(0.05)
+        peer.events += peer.codec.receive_data(b"")
+        stray = [e for e in peer.events if isinstance(e, (spdy.ResetReceived, spdy.DataReceived))]
+        assert not stray, "the failed open wrote frames"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({"session_window": 10}, "session_window"),
+        ({"goaway": "never"}, "goaway"),
+        ({"max_header_block": 1}, "max_header_block"),
+        ({"keepalive_interval": 0}, "keepalive_interval"),
+        ({"receive_window": 1}, "receive_window"),
+    ],
+)
+def test_settings_name_the_bad_field(overrides: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        SpdySettings(**overrides)  # type: ignore[arg-type]
+    assert error.value.path == path
+
+
+def test_an_unknown_setting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown spdy setting"):
+        BACKEND.connect("127.0.0.1:1", BackendOptions(settings={"windw": 1}))

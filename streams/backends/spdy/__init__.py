@@ -83,13 +83,13 @@ class SpdyBackend(Backend):
     def connect(
         self, address: str, options: BackendOptions | None = None
     ) -> AbstractAsyncContextManager[StreamProvider]:
-        return self._connect(_target(address), options or BackendOptions())
+        options = options or BackendOptions()
+        return self._connect(_target(address), options, settings_from(options))
 
     @asynccontextmanager
     async def _connect(
-        self, target: _Target, options: BackendOptions
+        self, target: _Target, options: BackendOptions, settings: SpdySettings
     ) -> AsyncIterator[StreamProvider]:
-        settings = settings_from(options)
         tls = options.tls
         if target.tls and tls is None:
             from ..._core.transport import TLSConfig
@@ -118,13 +118,17 @@ class SpdyBackend(Backend):
         options: BackendOptions | None = None,
         handler: Handler | None = None,
     ) -> AbstractAsyncContextManager[StreamServer]:
-        return self._serve(_target(address), options or BackendOptions(), handler)
+        options = options or BackendOptions()
+        return self._serve(_target(address), options, settings_from(options), handler)
 
     @asynccontextmanager
     async def _serve(
-        self, target: _Target, options: BackendOptions, handler: Handler | None
+        self,
+        target: _Target,
+        options: BackendOptions,
+        settings: SpdySettings,
+        handler: Handler | None,
     ) -> AsyncIterator[StreamServer]:
-        settings = settings_from(options)
         tls = options.tls
         if target.tls and tls is None:
             raise ConfigError("an https:// server needs --tls-cert and --tls-key", path="tls")
