@@ -402,3 +402,10 @@ def test_settings_name_the_bad_field(overrides: dict[str, object], path: str) ->
 def test_an_unknown_setting_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown spdy setting"):
         BACKEND.connect("127.0.0.1:1", BackendOptions(settings={"windw": 1}))
+
+
+async def test_an_upgrade_server_on_port_0_gets_a_free_port() -> None:
+    async with BACKEND.serve("http://127.0.0.1:0/spdy") as server:
+        assert server.address.startswith("http://127.0.0.1:")
+        assert not server.address.startswith("http://127.0.0.1:80/")
+        assert server.address.endswith("/spdy")

@@ -49,7 +49,7 @@ def _target(text: str) -> _Target:
             raise ConfigError(f"{text!r}: the host is missing")
         secure = parts.scheme == "https"
         try:
-            port = parts.port or (443 if secure else 80)
+            port = parts.port if parts.port is not None else (443 if secure else 80)
         except ValueError:
             raise ConfigError(f"{text!r}: the port must be a number") from None
         address = Address("tcp", host=parts.hostname, port=port)
