@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.peers import ROOT, build_go, free_port, listening_address, running, streams_command
+from tests.spdy.helpers import make_certificates
 
 pytestmark = pytest.mark.interop
 
@@ -81,3 +82,20 @@ def test_go_client_against_our_echo(spdypeer: Path, loop: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("echo ok: 10 streams", "refusal ok", "server reset ok", "ping ok", "DONE"):
         assert line in result.stdout, result.stdout
+
+
+def test_probe_against_our_echo_over_tls(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    command = streams_command(
+        "echo",
+        "--backend",
+        "spdy",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        str(certificates.cert),
+        "--tls-key",
+        str(certificates.key),
+    )
+    with running(command, ready_line="echo: listening on", cwd=ROOT) as echo:
+        run_probe(listening_address(echo), "--tls-ca", str(certificates.ca))

@@ -7,6 +7,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -16,6 +17,7 @@ from streams import ConnectionLost, Headers, ProtocolError, StreamRejected
 from streams._core.backend import BackendOptions
 from streams._core.errors import ConfigError, ErrorCode, LimitExceeded
 from streams._core.server import StreamServer
+from streams._core.transport import TLSConfig
 from streams.backends.spdy import BACKEND, SpdyProvider, SpdySettings
 from streams.backends.spdy import codec as spdy
 from streams.backends.spdy._dictionary import DICTIONARY
@@ -23,7 +25,7 @@ from streams.backends.spdy.codec import RstStatus, SpdyCodec
 from streams.backends.spdy.driver import error_code, rst_status
 from streams.backends.spdy.upgrade import UpgradeRefused, upgrade_client, upgrade_server
 from streams.testing import read_all
-from tests.spdy.helpers import socket_pair
+from tests.spdy.helpers import make_certificates, socket_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -409,3 +411,33 @@ async def test_an_upgrade_server_on_port_0_gets_a_free_port() -> None:
         assert server.address.startswith("http://127.0.0.1:")
         assert not server.address.startswith("http://127.0.0.1:80/")
         assert server.address.endswith("/spdy")
+
+
+async def test_unix_sockets_and_tls_through_the_backend(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
+    server_tls = BackendOptions(
+        tls=TLSConfig(cert=str(certificates.cert), key=str(certificates.key))
+    )
+    client_tls = BackendOptions(tls=TLSConfig(ca=str(certificates.ca), server_name="localhost"))
+    for listen, server_options, client_options in (
+        (f"unix:{tmp_path / 'spdy.sock'}", BackendOptions(), BackendOptions()),
+        ("127.0.0.1:0", server_tls, client_tls),
+    ):
+        async with (
+            BACKEND.serve(listen, server_options) as server,
+            anyio.create_task_group() as group,
+        ):
+
+            async def echo_one(server: StreamServer = server) -> None:
+                stream = await server.listener.accept()
+                await stream.send(await read_all(stream))
+                await stream.aclose()
+
+            group.start_soon(echo_one)
+            with anyio.fail_after(5):
+                async with BACKEND.connect(server.address, client_options) as provider:
+                    stream = await provider.open_stream()
+                    await stream.send(b"over " + listen.encode())
+                    await stream.send_eof()
+                    assert await read_all(stream) == b"over " + listen.encode()
+                    await stream.aclose()

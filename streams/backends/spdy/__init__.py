@@ -135,7 +135,8 @@ class SpdyBackend(Backend):
         context = tls.server_context() if tls is not None else None
         listener = await listen_byte_streams(target.address, ssl_context=context)
         described = str(target.address)
-        port = local_port(listener)
+        # anyio's TLSListener does not pass the socket's attributes on: ask the one inside
+        port = local_port(listener) or local_port(getattr(listener, "listener", listener))
         if port is not None:
             described = str(Address("tcp", host=target.address.host, port=port))
         if target.upgrade:
