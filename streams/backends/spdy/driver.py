@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -30,10 +29,10 @@ from ..._core.errors import (
 )
 from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
 from ..._core.headers import Headers
-from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import OutboundBuffer
 from . import codec as spdy
+from ._lifecycle import InnerTaskGroupProvider
 from .codec import GoAwayStatus, RstStatus, SessionError, SettingId
 from .settings import REJECT_REASON, REJECT_RETRYABLE, SpdySettings, error_code, rst_status
 from .stream import SpdyStream
@@ -43,7 +42,7 @@ __all__ = ["SpdyProvider", "SpdySettings", "SpdyStream", "error_code", "rst_stat
 logger = logging.getLogger("streams.spdy")
 
 
-class SpdyProvider(MuxProvider):
+class SpdyProvider(InnerTaskGroupProvider):
     """One SPDY/3.1 session on a byte stream. An async context manager.
 
     :param transport: the connection (TCP, TLS, Unix, or an upgraded HTTP/1.1 connection)
@@ -87,40 +86,6 @@ class SpdyProvider(MuxProvider):
         self._frames_received = 0
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        # MuxProvider.aclose() cancels the scope of ``self.task_group``. Were that the group
-        # entered here, it would also cancel the body of the caller's ``async with`` (and
-        # every provider nested in it) as soon as the provider is closed inside the block;
-        # so the session's tasks run in an inner group, owned by a task of the outer one.
-        outer = anyio.create_task_group()
-        await outer.__aenter__()
-        self._outer_group = outer
-        try:
-            inner: TaskGroup = await outer.start(self._run_tasks)
-            self._task_group = inner
-            await self._start(inner)
-        except BaseException as exc:
-            outer.cancel_scope.cancel()
-            await outer.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool | None:
-        await self.aclose()
-        self.task_group.cancel_scope.cancel()
-        return await self._outer_group.__aexit__(exc_type, exc_val, exc_tb)
-
-    @staticmethod
-    async def _run_tasks(*, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
-        async with anyio.create_task_group() as inner:
-            task_status.started(inner)
-            await anyio.sleep_forever()
 
     async def _start(self, task_group: TaskGroup) -> None:
         settings = self.spdy_settings
