@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -265,6 +266,27 @@ async def run_all(size: int, count: int, peer: Path | None, go_server: str | Non
     return rows
 
 
+def median_rows(runs: list[list[Row]]) -> list[Row]:
+    """One row per measurement: the median value, and the median of the per-run ratios
+    (each ratio against the baseline measured in the same run)."""
+    merged: list[Row] = []
+    for rows in zip(*runs, strict=True):
+        first = rows[0]
+        ratios = [row.ratio for row in rows if row.ratio is not None]
+        merged.append(
+            Row(
+                first.name,
+                first.metric,
+                statistics.median(row.value for row in rows),
+                first.unit,
+                first.baseline,
+                statistics.median(ratios) if ratios else None,
+                f"median of {len(rows)} runs",
+            )
+        )
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_spdy", description=__doc__)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -272,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", type=int, default=64 * 1024 * 1024, help="bytes echoed")
     parser.add_argument("--opens", type=int, default=1000, help="streams opened for the rate")
     parser.add_argument("--no-go", action="store_true", help="skip the Go spdystream peer")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs; each figure is the median (default 3)"
+    )
     args = parser.parse_args(argv)
 
     peer = None if args.no_go else build_go_peer()
@@ -288,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
 
     async def run() -> list[Row]:
-        return await run_all(args.bytes, args.opens, peer, go_server)
+        runs = [
+            await run_all(args.bytes, args.opens, peer, go_server)
+            for _ in range(max(args.repeat, 1))
+        ]
+        return median_rows(runs)
 
     try:
         if args.loop == "trio":
@@ -314,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    print(f"bench_spdy on {args.loop}: {args.bytes} bytes echoed, {args.opens} opens")
+    print(
+        f"bench_spdy on {args.loop}: {args.bytes} bytes echoed, {args.opens} opens, "
+        f"median of {max(args.repeat, 1)} runs"
+    )
     print(f"{'what':38} {'metric':17} {'value':>10} {'unit':5} {'ratio':>7}  baseline")
     for row in rows:
         ratio = f"{row.ratio:.2f}" if row.ratio is not None else ""
