@@ -186,17 +186,27 @@ def free_port() -> int:
 
 
 def go_client_throughput(peer: Path, address: str, size: int) -> float:
-    """The Go client's own figure (one stream, echo), against *address*."""
-    result = subprocess.run(
-        [str(peer), "client", address, "-streams", "1", "-bytes", str(size)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    for line in result.stdout.splitlines():
-        if line.startswith("echo ok:"):
-            return float(line.rsplit("(", 1)[1].split(" ", 1)[0])
-    raise RuntimeError(f"the Go client failed: {result.stdout}{result.stderr}")
+    """The Go client's own figure (one stream, echo), against *address*.
+
+    Only its echo line is used: the rest of its run (refusal, resets, close) sometimes
+    hangs or fails against the Go server itself (spdystream's own races: about one run in
+    five here), so it is bounded and retried.
+    """
+    for _ in range(3):
+        try:
+            result = subprocess.run(
+                [str(peer), "client", address, "-streams", "1", "-bytes", str(size)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            stdout = result.stdout
+        except subprocess.TimeoutExpired as exc:
+            stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        for line in stdout.splitlines():
+            if line.startswith("echo ok:"):
+                return float(line.rsplit("(", 1)[1].split(" ", 1)[0])
+    raise RuntimeError(f"the Go client failed three times against {address}")
 
 
 # -- the run --------------------------------------------------------------------------------
