@@ -134,11 +134,12 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with Runtime(topology) as runtime:
-            print(_describe(runtime, embedded=not args.topology), flush=True)
             grace = 1.0
             with anyio.open_signal_receiver(
                 signal.SIGINT, signal.SIGTERM, signal.SIGHUP
             ) as signals:
+                # only now: a signal sent as soon as this is read must find its handler
+                print(_describe(runtime, embedded=not args.topology), flush=True)
                 async for received in signals:
                     if received == signal.SIGHUP:
                         if not args.topology:
