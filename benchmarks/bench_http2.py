@@ -39,7 +39,8 @@ import anyio.abc
 
 from streams.backends.http2 import Http2Provider, Http2Settings
 
-from ._common import Figure, Stopwatch, main
+from . import _workloads as workloads
+from ._common import Figure, main
 
 BULK_BYTES = 128 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -53,18 +54,7 @@ SETTINGS = Http2Settings(close_grace=0.5)
 
 
 async def tcp_pair() -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]:
-    """Two ends of a loopback TCP connection with Nagle off, as the backends have it."""
-    multi = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    listener = multi.listeners[0]
-    async with listener:
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        client = await anyio.connect_tcp("127.0.0.1", port)
-        server = await listener.accept()
-    for end in (client, server):
-        end.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-        )
-    return client, server
+    return await workloads.tcp_pair()
 
 
 Pair = Callable[[], contextlib.AbstractAsyncContextManager[tuple[Any, Any]]]
@@ -105,103 +95,26 @@ def framer_pair() -> Pair | None:
 
 
 async def raw_bulk(read_size: int) -> float:
-    client, server = await tcp_pair()
-    block = b"b" * CHUNK
-
-    async def send() -> None:
-        for _ in range(BULK_BYTES // CHUNK):
-            await client.send(block)
-        await client.send_eof()
-
-    received = 0
-    with Stopwatch() as watch:
-        async with anyio.create_task_group() as group:
-            group.start_soon(send)
-            with contextlib.suppress(anyio.EndOfStream):
-                while True:
-                    received += len(await server.receive(read_size))
-    assert received == BULK_BYTES
-    await client.aclose()
-    await server.aclose()
-    return BULK_BYTES / watch.seconds / 1e6
+    return await workloads.raw_bulk(read_size, BULK_BYTES, CHUNK)
 
 
 async def mux_bulk(make_pair: Pair) -> float:
     async with make_pair() as (client, server):
-        listener = server.listen()
-        block = b"b" * CHUNK
-        received = 0
-        with Stopwatch() as watch:
-            stream = await client.open_stream()
-            accepted = await listener.accept()
-
-            async def send() -> None:
-                for _ in range(BULK_BYTES // CHUNK):
-                    await stream.send(block)
-                await stream.send_eof()
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(send)
-                with contextlib.suppress(anyio.EndOfStream):
-                    while True:
-                        received += len(await accepted.receive(CHUNK))
-        assert received == BULK_BYTES
-        await stream.aclose()
-        await accepted.aclose()
-    return BULK_BYTES / watch.seconds / 1e6
+        return await workloads.bulk(client, server.listen(), BULK_BYTES, CHUNK)
 
 
 # -- open, echo, close ----------------------------------------------------------------------
 
 
 async def raw_ping_pong() -> float:
-    client, server = await tcp_pair()
-
-    async def echo() -> None:
-        with contextlib.suppress(anyio.EndOfStream):
-            while True:
-                await server.send(await server.receive())
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(echo)
-        with Stopwatch() as watch:
-            for _ in range(ROUND_TRIPS):
-                await client.send(MESSAGE)
-                received = b""
-                while len(received) < len(MESSAGE):
-                    received += await client.receive()
-        await client.send_eof()
-    await client.aclose()
-    await server.aclose()
-    return ROUND_TRIPS / watch.seconds
+    return await workloads.raw_ping_pong(ROUND_TRIPS)
 
 
 async def mux_open_echo_close(make_pair: Pair, wait_accept: bool) -> float:
     async with make_pair() as (client, server):
-        listener = server.listen()
-
-        async def echo(stream: anyio.abc.ByteStream) -> None:
-            async with stream:
-                with contextlib.suppress(anyio.EndOfStream):
-                    while True:
-                        await stream.send(await stream.receive())
-                await stream.send_eof()
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(listener.serve, echo)
-            with Stopwatch() as watch:
-                for _ in range(ROUND_TRIPS):
-                    stream = await client.open_stream(wait_accept=wait_accept)
-                    await stream.send(MESSAGE)
-                    await stream.send_eof()
-                    received = b""
-                    with contextlib.suppress(anyio.EndOfStream):
-                        while True:
-                            received += await stream.receive()
-                    assert received == MESSAGE
-                    await stream.aclose()
-            group.cancel_scope.cancel()
-    return ROUND_TRIPS / watch.seconds
+        return await workloads.open_echo_close(
+            client, server.listen(), ROUND_TRIPS, wait_accept=wait_accept
+        )
 
 
 # -- memory ----------------------------------------------------------------------------------
