@@ -116,6 +116,9 @@ class MuxStream(Stream):
         self._reset: StreamReset | None = None
         self._failure: BaseException | None = None
         self._finished = False
+        #: called once as the application closes the stream, with the reset it had seen
+        #: before (observers such as metrics use it instead of wrapping every call)
+        self.close_callbacks: list[Callable[[MuxStream, StreamReset | None], None]] | None = None
         #: bytes moved each way, for introspection
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -233,6 +236,7 @@ class MuxStream(Stream):
         """Synchronous :meth:`aclose`, for drivers and for closing inside a cancelled scope."""
         if self._closed:
             return
+        reset_seen = self._reset
         if not self._finished and self._reset is None and self._failure is None:
             self._write_eof()
             if not self._recv_eof:
@@ -242,6 +246,9 @@ class MuxStream(Stream):
         self.buffered = 0
         self._wake_all()
         self._maybe_finish()
+        callbacks, self.close_callbacks = self.close_callbacks, None
+        for callback in callbacks or ():
+            callback(self, reset_seen)
 
     def _write_eof(self) -> None:
         if self._eof_sent or self._finished or self._closed:

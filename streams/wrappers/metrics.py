@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from .._core.abc import Handler, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode, StreamRejected, StreamReset
 from .._core.headers import Headers, HeadersLike
+from .._core.stream import MuxStream
 from ._delegate import (
     DelegatingListener,
     DelegatingProvider,
@@ -104,6 +105,7 @@ class _Bundle:
         "failed",
         "labels",
         "latency",
+        "live",
         "metrics",
         "received",
         "rejected",
@@ -121,6 +123,8 @@ class _Bundle:
         self.active = metrics.gauge(metrics.active, labels)
         self.duration = metrics.histogram(metrics.duration, labels)
         self.latency = metrics.histogram(metrics.latency, labels)
+        #: open streams counted by their own byte counters (see :meth:`StreamMetrics.track`)
+        self.live: set[MuxStream] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,17 +236,59 @@ class StreamMetrics(Collector):
         """Count *stream*, accepted by a server, as an inbound stream of *upstream*."""
         bundle = self.bundle((upstream, backend, "inbound", *self.header_value(stream.headers)))
         bundle.accepted.value += 1
-        return MetricsStream(stream, bundle)
+        return self.track(stream, bundle)
+
+    def track(self, stream: Stream, bundle: _Bundle) -> Stream:
+        """Measure *stream* under *bundle*'s labels.
+
+        A stream of the shared stream machinery (under any delegating wrappers) counts its
+        own bytes and says when it is closed, so it is measured without a wrapper and no
+        call on it costs anything more; any other stream is wrapped.
+        """
+        core = stream
+        while isinstance(core, DelegatingStream):
+            core = core.inner
+        if not isinstance(core, MuxStream) or core.is_closed:
+            return MetricsStream(stream, bundle)
+        bundle.active.value += 1
+        bundle.live.add(core)
+        opened = time.monotonic()
+
+        def closed(finished: MuxStream, reset: StreamReset | None) -> None:
+            bundle.live.discard(finished)
+            bundle.active.value -= 1
+            bundle.sent.value += finished.bytes_sent
+            bundle.received.value += finished.bytes_received
+            bundle.duration.observe(time.monotonic() - opened)
+            if reset is not None:
+                self.record_reset(bundle, reset)
+
+        if core.close_callbacks is None:
+            core.close_callbacks = []
+        core.close_callbacks.append(closed)
+        return stream
+
+    def record_reset(self, bundle: _Bundle, error: StreamReset) -> None:
+        """Count a reset of a stream under *bundle*'s labels."""
+        code = error.code.name if isinstance(error.code, ErrorCode) else str(error.code)
+        side = "remote" if error.remote else "local"
+        self.counter(self.resets, (*bundle.labels, code, side)).value += 1
 
     def add_describer(self, upstream: str, describe: Callable[[], Mapping[str, Any]]) -> None:
         """Report connection and endpoint state from *describe* at every scrape."""
         self._describers.append((upstream, describe))
 
     def collect(self) -> Iterator[Metric]:
+        # bytes of open tracked streams live in the streams' own counters until they close
+        live: dict[int, float] = {}
+        for bundle in self._bundles.values():
+            if bundle.live:
+                live[id(bundle.sent)] = sum(stream.bytes_sent for stream in bundle.live)
+                live[id(bundle.received)] = sum(stream.bytes_received for stream in bundle.live)
         for family, series in self._counters.items():
             counter = CounterMetricFamily(family.name, family.documentation, labels=family.labels)
             for labels, cell in series.items():
-                counter.add_metric(labels, cell.value)
+                counter.add_metric(labels, cell.value + live.get(id(cell), 0))
             yield counter
         for family, series in self._gauges.items():
             gauge = GaugeMetricFamily(family.name, family.documentation, labels=family.labels)
@@ -367,13 +413,9 @@ class MetricsStream(DelegatingStream):
         await self._inner.aclose()
 
     def _record_reset(self, error: StreamReset) -> None:
-        if self._reset_seen:
-            return
-        self._reset_seen = True
-        code = error.code.name if isinstance(error.code, ErrorCode) else str(error.code)
-        side = "remote" if error.remote else "local"
-        metrics = self._bundle.metrics
-        metrics.counter(metrics.resets, (*self._bundle.labels, code, side)).value += 1
+        if not self._reset_seen:
+            self._reset_seen = True
+            self._bundle.metrics.record_reset(self._bundle, error)
 
 
 class MetricsProvider(DelegatingProvider):
@@ -419,7 +461,7 @@ class MetricsProvider(DelegatingProvider):
         bundle.accepted.value += 1
         if wait_accept:
             bundle.latency.observe(time.monotonic() - started)
-        return MetricsStream(stream, bundle)
+        return metrics.track(stream, bundle)
 
     def listen(self, handler: Handler | None = None) -> Listener:
         metrics = self.metrics
@@ -435,7 +477,7 @@ class MetricsProvider(DelegatingProvider):
             bundle(headers).failed.value += 1
 
         def wrap(stream: Stream) -> Stream:
-            return MetricsStream(stream, bundle(stream.headers))
+            return metrics.track(stream, bundle(stream.headers))
 
         inner = self.inner.listen(observe_handler(handler, decided, failed))
         return DelegatingListener(inner, wrap)
