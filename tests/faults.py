@@ -9,6 +9,7 @@ storm happened.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -152,7 +153,9 @@ class FaultProxy:
                 await sink.send(data)
                 forwarded += len(data)
         except anyio.EndOfStream:
-            await sink.send_eof()
+            # the other side may already be gone (reset): then there is nothing to half-close
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await sink.send_eof()
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             abort(sink)
             scope.cancel()
