@@ -1,0 +1,665 @@
+"""The anyio driver: runs a :class:`~streams.backends.spdy.codec.SpdyCodec` on a byte stream
+and maps SPDY/3.1 onto the stream contract (see ``docs/spdy.md``).
+
+``SYN_STREAM`` opens, ``SYN_REPLY`` accepts, ``RST_STREAM`` ``REFUSED_STREAM`` rejects,
+``FIN`` is ``send_eof``, ``RST_STREAM`` is ``reset``. Stream windows are the shared
+:class:`~streams._core.stream.MuxStream`'s; the session window (3.1) is kept here, and
+credit goes back to the peer only as the application reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+from anyio.abc import TaskGroup
+
+from ..._core.errors import (
+    ConnectionLost,
+    ErrorCode,
+    GoingAway,
+    LimitExceeded,
+    ProtocolError,
+    ProviderClosed,
+    StreamRejected,
+)
+from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
+from ..._core.headers import Headers
+from ..._core.mux import MuxProvider
+from ..._core.stream import AcceptState, MuxStream
+from ..._core.transport import OutboundBuffer
+from . import codec as spdy
+from .codec import GoAwayStatus, RstStatus, SessionError, SettingId
+from .settings import REJECT_REASON, REJECT_RETRYABLE, SpdySettings, error_code, rst_status
+from .stream import SpdyStream
+
+__all__ = ["SpdyProvider", "SpdySettings", "SpdyStream", "error_code", "rst_status"]
+
+logger = logging.getLogger("streams.spdy")
+
+
+class SpdyProvider(MuxProvider):
+    """One SPDY/3.1 session on a byte stream. An async context manager.
+
+    :param transport: the connection (TCP, TLS, Unix, or an upgraded HTTP/1.1 connection)
+    :param client: ``True`` on the side that dialled (odd stream and ping ids)
+    :param settings: the session's settings
+    """
+
+    backend_name = "spdy"
+
+    def __init__(
+        self,
+        transport: anyio.abc.ByteStream,
+        *,
+        client: bool,
+        settings: SpdySettings | None = None,
+    ) -> None:
+        settings = settings if settings is not None else SpdySettings()
+        super().__init__(settings)
+        self.spdy_settings = settings
+        self._transport = transport
+        self.codec = spdy.SpdyCodec(
+            client=client,
+            max_header_block=settings.max_header_block,
+            max_control_frame=settings.max_control_frame,
+            compression_level=settings.compression_level,
+        )
+        self._out = OutboundBuffer(transport, settings.write_buffer)
+        self._no_flow_control = settings.no_flow_control
+        self._peer_initial_window = spdy.DEFAULT_WINDOW
+        self._session_send = SendWindow(spdy.DEFAULT_WINDOW)
+        self._session_recv = ReceiveWindow(settings.session_window)
+        self._session_waiter: anyio.Event | None = None
+        self._consumed_waiter: anyio.Event | None = None
+        self._pings: dict[int, tuple[float, anyio.Event]] = {}
+        self._confirming: dict[int, SpdyStream] = {}
+        self._confirmations: anyio.Event | None = None
+        self._peer_max_streams: int | None = None
+        self._peer_speaks_full_spdy = False
+        self._goaway_sent = False
+        self._writer_done = anyio.Event()
+        self._frames_received = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        # MuxProvider.aclose() cancels the scope of ``self.task_group``. Were that the group
+        # entered here, it would also cancel the body of the caller's ``async with`` (and
+        # every provider nested in it) as soon as the provider is closed inside the block;
+        # so the session's tasks run in an inner group, owned by a task of the outer one.
+        outer = anyio.create_task_group()
+        await outer.__aenter__()
+        self._outer_group = outer
+        try:
+            inner: TaskGroup = await outer.start(self._run_tasks)
+            self._task_group = inner
+            await self._start(inner)
+        except BaseException as exc:
+            outer.cancel_scope.cancel()
+            await outer.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        await self.aclose()
+        self.task_group.cancel_scope.cancel()
+        return await self._outer_group.__aexit__(exc_type, exc_val, exc_tb)
+
+    @staticmethod
+    async def _run_tasks(*, task_status: anyio.abc.TaskStatus[TaskGroup]) -> None:
+        async with anyio.create_task_group() as inner:
+            task_status.started(inner)
+            await anyio.sleep_forever()
+
+    async def _start(self, task_group: TaskGroup) -> None:
+        settings = self.spdy_settings
+        self._out.write(
+            self.codec.settings(
+                [
+                    (SettingId.INITIAL_WINDOW_SIZE, settings.receive_window),
+                    (SettingId.MAX_CONCURRENT_STREAMS, settings.max_incoming_streams),
+                ]
+            )
+        )
+        if settings.session_window > spdy.DEFAULT_WINDOW:
+            self._out.write(
+                self.codec.window_update(0, settings.session_window - spdy.DEFAULT_WINDOW)
+            )
+        task_group.start_soon(self._run_writer)
+        task_group.start_soon(self._read_loop)
+        if settings.keepalive_interval is not None:
+            task_group.start_soon(self._keepalive, settings.keepalive_interval)
+        await anyio.lowlevel.checkpoint()
+
+    async def _run_writer(self) -> None:
+        try:
+            await self._out.run(self._write_failed)
+        finally:
+            self._writer_done.set()
+
+    def _write_failed(self, error: BaseException) -> None:
+        if not self._close_started:
+            self._fail(ConnectionLost(f"writing to the peer failed: {error}"))
+
+    async def _close_transport(self) -> None:
+        # data held for a reply's confirmation must reach the peer before GOAWAY
+        with anyio.move_on_after(1.0):
+            while self._confirming and self.failure is None:
+                waiter = self._confirmations = self._confirmations or anyio.Event()
+                await waiter.wait()
+        for stream in list(self._confirming.values()):
+            self._release(stream)
+        self._confirming.clear()
+        if not self._goaway_sent and self.failure is None:
+            self._goaway_sent = True
+            self._out.write(self.codec.goaway())
+        self._out.close()
+        with anyio.move_on_after(1.0):
+            await self._writer_done.wait()
+        await anyio.aclose_forcefully(self._transport)
+
+    def _fail(self, error: ConnectionLost) -> None:
+        self.fail(error)
+        self._wake_session()
+        self._wake_consumed()
+        self._wake_confirmations()
+        for _, event in self._pings.values():
+            event.set()
+
+    def _fail_session(self, error: SessionError) -> None:
+        """The peer broke the protocol: ``GOAWAY`` with the status, then close."""
+        if not self._goaway_sent:
+            self._goaway_sent = True
+            self._out.write(self.codec.goaway(error.status))
+        self._out.close()
+        failure: ConnectionLost
+        if error.limit is not None:
+            failure = LimitExceeded(error.limit, str(error))
+        else:
+            failure = ProtocolError(f"the peer broke SPDY: {error}", ErrorCode.PROTOCOL_ERROR)
+        logger.info("closing a SPDY session: %s", error)
+        self._fail(failure)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    data = await self._transport.receive(256 * 1024)
+                except anyio.EndOfStream:
+                    self._fail(self._going_away or ConnectionLost("the peer closed the connection"))
+                    return
+                for event in self.codec.receive_data(data):
+                    await self._handle(event)
+        except SessionError as exc:
+            self._fail_session(exc)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            # also while closing here: streams still draining must learn the peer is gone
+            self._fail(ConnectionLost(f"reading from the peer failed: {exc!r}"))
+        finally:
+            if self.failure is not None and not self._close_started:
+                # let a GOAWAY already queued reach the peer, then drop the connection
+                self._out.close()
+                with anyio.CancelScope(shield=True):
+                    with anyio.move_on_after(1.0):
+                        await self._writer_done.wait()
+                    await anyio.aclose_forcefully(self._transport)
+
+    async def _handle(self, event: spdy.Event) -> None:
+        self._frames_received += 1
+        match event:
+            case spdy.DataReceived():
+                await self._on_data(event)
+            case spdy.StreamOpened():
+                self._on_open(event)
+            case spdy.ReplyReceived():
+                self._on_reply(event)
+            case spdy.HeadersReceived():
+                self._on_headers(event)
+            case spdy.ResetReceived():
+                self._on_reset(event)
+            case spdy.WindowUpdateReceived():
+                self._on_window_update(event)
+            case spdy.SettingsReceived():
+                self._on_settings(event)
+            case spdy.PingReceived():
+                self._on_ping(event)
+            case spdy.GoAwayReceived():
+                self._on_goaway_frame(event)
+            case spdy.StreamFailed():
+                self._on_stream_failed(event)
+
+    def _stream(self, stream_id: int) -> SpdyStream | None:
+        stream = self.streams.get(stream_id)
+        return stream if isinstance(stream, SpdyStream) else None
+
+    async def _on_data(self, event: spdy.DataReceived) -> None:
+        size = len(event.data)
+        if not self._no_flow_control:
+            try:
+                self._session_recv.on_data(size)
+            except FlowControlViolation as exc:
+                raise SessionError(f"session window: {exc}") from exc
+        stream = self._stream(event.stream_id) if event.open else None
+        if stream is None:
+            self.session_consumed(size)
+            return
+        if self._no_flow_control:
+            window = stream.receive_window
+            window.available = max(window.available, size)
+        try:
+            stream.on_data(event.data)
+        except FlowControlViolation:
+            stream.abort(ErrorCode.FLOW_CONTROL_ERROR)
+            return
+        if event.fin:
+            stream.on_eof()
+        if self._no_flow_control:
+            # no window holds the peer back: stop reading until the application catches up
+            while stream.buffered > stream.receive_window.size and not stream.finished:
+                if stream.is_closed or self.failure is not None:
+                    break
+                waiter = self._consumed_waiter = self._consumed_waiter or anyio.Event()
+                await waiter.wait()
+
+    def _on_open(self, event: spdy.StreamOpened) -> None:
+        settings = self.spdy_settings
+        stream = SpdyStream(
+            self,
+            event.stream_id,
+            Headers(event.headers),
+            local=False,
+            send_window=self._initial_send_window(),
+            receive_window=settings.receive_window,
+            max_receive_window=settings.max_receive_window,
+            max_frame=settings.max_frame_size,
+        )
+        self.incoming(stream)
+        if event.fin:
+            stream.on_eof()
+
+    def _on_reply(self, event: spdy.ReplyReceived) -> None:
+        stream = self._stream(event.stream_id)
+        if stream is None:
+            return
+        stream.on_accepted(Headers(event.headers))
+        confirm = self.spdy_settings.confirm_replies
+        if confirm is None:
+            confirm = not self._peer_speaks_full_spdy
+        if confirm:
+            ping_id = self.codec.next_ping_id()
+            self._confirming[ping_id] = stream
+            self._out.write(self.codec.ping(ping_id))
+        else:
+            self._release(stream)
+        if event.fin:
+            stream.on_eof()
+
+    def _release(self, stream: SpdyStream) -> None:
+        """Let the stream's data go: what was held first, then the FIN if it is due."""
+        if stream.released:
+            return
+        stream.released = True
+        if stream.state in ("reset", "failed", "rejected"):
+            stream.drop_held()
+            stream.eof_pending = False
+            return
+        # a stream that finished here while held (sent everything, read everything, closed)
+        # still owes the peer what it held
+        held, stream.held = stream.held, []
+        stream.held_bytes = 0
+        self._out.write(*held)
+        if stream.eof_pending:
+            stream.eof_pending = False
+            self._out.write(self.codec.data_header(stream.stream_id, 0, fin=True))
+        stream.wake_released()
+
+    def _on_headers(self, event: spdy.HeadersReceived) -> None:
+        stream = self._stream(event.stream_id)
+        if stream is None:
+            return
+        if stream.local and stream.accept_state is AcceptState.PENDING:
+            # our own peers send the refusal's headers just before its RST_STREAM
+            stream.rejection_headers = Headers(event.headers)
+        if event.fin:
+            stream.on_eof()
+
+    def _on_reset(self, event: spdy.ResetReceived) -> None:
+        stream = self._stream(event.stream_id)
+        if stream is None:
+            return
+        code = error_code(event.status)
+        if stream.local and stream.accept_state is AcceptState.PENDING:
+            headers = stream.rejection_headers
+            if headers is not None or code == ErrorCode.REFUSED_STREAM:
+                response = Headers()
+                reason = ""
+                retryable = headers is None
+                for name, value in (headers or Headers()).items():
+                    if name == REJECT_REASON:
+                        reason = value
+                    elif name == REJECT_RETRYABLE:
+                        retryable = value == "1"
+                    else:
+                        response.add(name, value)
+                stream.on_rejected(StreamRejected(response, reason, code=code, retryable=retryable))
+                return
+        stream.on_reset(code)
+
+    def _on_window_update(self, event: spdy.WindowUpdateReceived) -> None:
+        self._peer_speaks_full_spdy = True
+        if self._no_flow_control:
+            return
+        if event.stream_id == 0:
+            try:
+                self._session_send.grow(event.delta)
+            except FlowControlViolation as exc:
+                raise SessionError(f"session window: {exc}") from exc
+            self._wake_session()
+            return
+        stream = self._stream(event.stream_id)
+        if stream is None:
+            return
+        try:
+            stream.on_window_update(event.delta)
+        except FlowControlViolation:
+            stream.abort(ErrorCode.FLOW_CONTROL_ERROR)
+
+    def _on_settings(self, event: spdy.SettingsReceived) -> None:
+        self._peer_speaks_full_spdy = True
+        for setting, value in event.settings:
+            if setting == SettingId.MAX_CONCURRENT_STREAMS:
+                self._peer_max_streams = value
+            elif setting == SettingId.INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise SessionError(f"initial window of {value} bytes")
+                delta = value - self._peer_initial_window
+                self._peer_initial_window = value
+                if self._no_flow_control or not delta:
+                    continue
+                for stream in list(self.streams.values()):
+                    stream.adjust_send_window(delta)
+
+    def _on_ping(self, event: spdy.PingReceived) -> None:
+        if not self.codec.is_local_ping(event.ping_id):
+            self._out.write(self.codec.ping(event.ping_id))
+            return
+        confirmed = self._confirming.pop(event.ping_id, None)
+        if confirmed is not None:
+            self._release(confirmed)
+            self._wake_confirmations()
+            return
+        pending = self._pings.pop(event.ping_id, None)
+        if pending is not None:
+            pending[1].set()
+
+    def _on_goaway_frame(self, event: spdy.GoAwayReceived) -> None:
+        try:
+            status = GoAwayStatus(event.status)
+        except ValueError:
+            status = GoAwayStatus.PROTOCOL_ERROR
+        code = {
+            GoAwayStatus.OK: ErrorCode.NO_ERROR,
+            GoAwayStatus.PROTOCOL_ERROR: ErrorCode.PROTOCOL_ERROR,
+            GoAwayStatus.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
+        }[status]
+        error = GoingAway(
+            f"the peer is going away ({status.name})",
+            code=code,
+            last_stream_id=event.last_stream_id,
+        )
+        self.on_goaway(error)
+        # streams of ours above the peer's last one were never processed: safe to retry
+        for stream in list(self.streams.values()):
+            if stream.local and stream.stream_id > event.last_stream_id:
+                stream.on_connection_lost(error)
+
+    def _on_stream_failed(self, event: spdy.StreamFailed) -> None:
+        logger.info("SPDY stream %s failed: %s", event.stream_id, event.reason)
+        if event.discarded:
+            self.session_consumed(event.discarded)
+        stream = self._stream(event.stream_id)
+        if stream is not None and not stream.finished:
+            stream.abort(error_code(event.status))
+        else:
+            self._out.write(self.codec.rst_stream(event.stream_id, event.status))
+
+    # -- the session window --------------------------------------------------------------
+
+    def session_consumed(self, size: int) -> None:
+        """*size* bytes left a stream's buffer (read or dropped): credit the session."""
+        if self._no_flow_control:
+            self._wake_consumed()
+            return
+        if size and self.failure is None:
+            increment = self._session_recv.on_consumed(size)
+            if increment:
+                self._out.write(self.codec.window_update(0, increment))
+
+    def session_credit_back(self, size: int) -> None:
+        """Data that took session credit was never sent: the credit is ours again."""
+        if not self._no_flow_control and size:
+            self._session_send.grow(size)
+            self._wake_session()
+
+    def _wake_confirmations(self) -> None:
+        waiter, self._confirmations = self._confirmations, None
+        if waiter is not None:
+            waiter.set()
+
+    def _wake_session(self) -> None:
+        waiter, self._session_waiter = self._session_waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def _wake_consumed(self) -> None:
+        waiter, self._consumed_waiter = self._consumed_waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def _initial_send_window(self) -> int:
+        return MAX_WINDOW if self._no_flow_control else self._peer_initial_window
+
+    # -- writing (the MuxProvider and StreamOwner hooks) ---------------------------------
+
+    def create_local_stream(self, headers: Headers) -> MuxStream:
+        try:
+            stream_id = self.codec.next_stream_id()
+        except RuntimeError as exc:
+            raise GoingAway(str(exc)) from None
+        settings = self.spdy_settings
+        return SpdyStream(
+            self,
+            stream_id,
+            headers,
+            local=True,
+            send_window=self._initial_send_window(),
+            receive_window=settings.receive_window,
+            max_receive_window=settings.max_receive_window,
+            max_frame=settings.max_frame_size,
+        )
+
+    async def write_open(self, stream: MuxStream) -> None:
+        if self.failure is not None:
+            raise self.failure
+        try:
+            frame = self.codec.syn_stream(stream.stream_id, stream.headers.lowercased())
+        except ValueError:
+            assert isinstance(stream, SpdyStream)
+            stream.on_wire = False
+            raise
+        self._out.write(frame)
+        await anyio.lowlevel.checkpoint()
+
+    def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
+        try:
+            frame = self.codec.syn_reply(stream.stream_id, response_headers.lowercased())
+        except ValueError as exc:
+            logger.warning("stream %s: cannot send the response headers: %s", stream, exc)
+            self._out.write(self.codec.rst_stream(stream.stream_id, RstStatus.INTERNAL_ERROR))
+            assert isinstance(stream, SpdyStream)
+            stream.on_wire = False
+            stream.abort(ErrorCode.INTERNAL_ERROR)
+            return
+        self._out.write(frame)
+
+    def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
+        extra = Headers(rejection.response_headers)
+        if extra or rejection.reason:
+            extra.add(REJECT_REASON, rejection.reason)
+            extra.add(REJECT_RETRYABLE, "1" if rejection.retryable else "0")
+            try:
+                frame = self.codec.headers(stream.stream_id, extra.lowercased())
+            except ValueError:
+                frame = b""
+            self._out.write(frame)
+        self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(rejection.code)))
+
+    async def write_data(self, stream: MuxStream, data: memoryview) -> None:
+        assert isinstance(stream, SpdyStream)
+        remaining = data
+        hold_limit = self.spdy_settings.receive_window
+        try:
+            while remaining:
+                room = len(remaining)
+                if not stream.released:
+                    if stream.finished:
+                        return
+                    room = min(room, hold_limit - stream.held_bytes)
+                    if room <= 0:
+                        # held data is bounded: past the limit, wait for the reply
+                        await stream.wait_released()
+                        if self.failure is not None:
+                            raise self.failure
+                        continue
+                if self._no_flow_control:
+                    size = room
+                else:
+                    size = self._session_send.take(room)
+                    if not size:
+                        if self.failure is not None:
+                            raise self.failure
+                        if stream.finished:
+                            return
+                        waiter = self._session_waiter = self._session_waiter or anyio.Event()
+                        await waiter.wait()
+                        continue
+                chunk = remaining[:size]
+                if not isinstance(chunk.obj, bytes):
+                    chunk = memoryview(bytes(chunk))
+                header = self.codec.data_header(stream.stream_id, size)
+                if not stream.released:
+                    # docker/spdystream drops data that arrives before its SYN_REPLY, so
+                    # it waits here (up to a bound) for the reply
+                    stream.held.append(header + chunk)
+                    stream.held_bytes += size
+                else:
+                    self._out.write(header, chunk)
+                remaining = remaining[size:]
+                if self._no_flow_control:
+                    stream.on_window_update(size)
+                await self._out.drain()
+        finally:
+            if remaining and not self._no_flow_control and not stream.finished:
+                # a cancelled send: give back the stream credit MuxStream took for it
+                stream.on_window_update(len(remaining))
+
+    def write_eof(self, stream: MuxStream) -> None:
+        assert isinstance(stream, SpdyStream)
+        if not stream.on_wire:
+            return
+        if not stream.released:
+            # a FIN before the SYN_REPLY would be dropped by docker/spdystream
+            stream.eof_pending = True
+            return
+        self._out.write(self.codec.data_header(stream.stream_id, 0, fin=True))
+
+    def write_reset(self, stream: MuxStream, code: int) -> None:
+        assert isinstance(stream, SpdyStream)
+        stream.eof_pending = False
+        stream.drop_held()
+        if stream.on_wire:
+            self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(code)))
+
+    def write_window_update(self, stream: MuxStream, increment: int) -> None:
+        if self._no_flow_control:
+            self._wake_consumed()
+            return
+        self._out.write(self.codec.window_update(stream.stream_id, increment))
+
+    def write_goaway(self) -> None:
+        mode = self.spdy_settings.goaway
+        early = mode == "early" or (mode == "auto" and self._peer_speaks_full_spdy)
+        if early and not self._goaway_sent and self.failure is None:
+            self._goaway_sent = True
+            self._out.write(self.codec.goaway())
+
+    def stream_finished(self, stream: MuxStream) -> None:
+        super().stream_finished(stream)
+        self._wake_consumed()
+        self._wake_session()
+
+    def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._out.extra_attributes
+
+    # -- ping ----------------------------------------------------------------------------
+
+    @property
+    def max_streams(self) -> int | None:
+        return self._peer_max_streams
+
+    async def ping(self) -> float:
+        """Send a ``PING`` and return the round-trip time in seconds.
+
+        :raises ~streams.ConnectionLost: if the connection failed first
+        :raises ~streams.ProviderClosed: if the provider was closed here
+        """
+        if self._closed_locally:
+            raise ProviderClosed()
+        if self.failure is not None:
+            raise self.failure
+        ping_id = self.codec.next_ping_id()
+        waiter = anyio.Event()
+        started = anyio.current_time()
+        self._pings[ping_id] = (started, waiter)
+        self._out.write(self.codec.ping(ping_id))
+        try:
+            await waiter.wait()
+        finally:
+            self._pings.pop(ping_id, None)
+        if self.failure is not None:
+            raise self.failure
+        if self._closed_locally:
+            raise ProviderClosed()
+        rtt = self._rtt = anyio.current_time() - started
+        return rtt
+
+    async def _keepalive(self, interval: float) -> None:
+        timeout = self.spdy_settings.keepalive_timeout
+        while self.failure is None and not self._close_started:
+            await anyio.sleep(interval)
+            seen = self._frames_received
+            try:
+                with anyio.move_on_after(timeout):
+                    await self.ping()
+                    continue
+            except anyio.ClosedResourceError:
+                return
+            except ConnectionLost:
+                return
+            if self._frames_received == seen and not self._close_started:
+                self._fail(ConnectionLost(f"no answer to a keepalive ping within {timeout} s"))
+                await anyio.aclose_forcefully(self._transport)
+                return
