@@ -61,8 +61,20 @@ class _Positions:
         return self.lines.get(path)
 
 
+#: the most values a topology may expand to; aliases can make a short file expand to
+#: billions (found by fuzzing)
+_MAX_VALUES = 100_000
+
+
 def _build(node: yaml.Node, path: PathKey, positions: _Positions, source: str) -> Any:
     positions.lines[path] = node.start_mark.line + 1
+    if len(positions.lines) > _MAX_VALUES:
+        raise ConfigError(
+            f"the topology expands to more than {_MAX_VALUES} values (aliases repeated?)",
+            path=_format_path(path),
+            file=source,
+            line=node.start_mark.line + 1,
+        )
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -160,13 +172,19 @@ def parse_topology(text: str, *, source: str = "<topology>") -> Topology:
     positions = _Positions()
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            raise ConfigError("the topology is empty", file=source, line=1)
+        document = _build(node, (), positions, source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
         raise ConfigError(f"not valid YAML: {exc.problem}", file=source, line=line) from None
-    if node is None:
-        raise ConfigError("the topology is empty", file=source, line=1)
-    document = _build(node, (), positions, source)
+    except yaml.YAMLError as exc:
+        # a ReaderError (a character YAML does not allow) has no mark (found by fuzzing)
+        raise ConfigError(f"not valid YAML: {exc}", file=source) from None
+    except RecursionError:
+        # both the YAML composer and _build recurse once per nesting level
+        raise ConfigError("the topology is nested too deeply", file=source) from None
 
     error = best_match(_VALIDATOR.iter_errors(document), key=_relevance)
     if error is not None:

@@ -11,15 +11,19 @@ ends right after it).
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import ConnectionTerminated
+from h2.events import ConnectionTerminated, Event
+from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import DataFrame, GoAwayFrame
+
+if TYPE_CHECKING:
+    from h2._typing import Buffer
 
 __all__ = ["GracefulH2Connection", "new_connection"]
 
@@ -54,6 +58,20 @@ class GracefulH2Connection(H2Connection):
         super().__init__(config=config)
         self.incoming_buffer = _QuietFrameBuffer(server=not self.config.client_side)
         self._frame_dispatch_table[_QuietDataFrame] = self._receive_data_frame
+
+    def receive_data(self, data: Buffer) -> list[Event]:
+        """As :meth:`h2.connection.H2Connection.receive_data`, with a header that is not
+        UTF-8 reported as the protocol error it is.
+
+        :raises h2.exceptions.ProtocolError: for that too (a ``GOAWAY`` is queued)
+        """
+        try:
+            return super().receive_data(data)
+        except UnicodeDecodeError as exc:
+            # with header_encoding set, h2 decodes header fields itself and lets this
+            # escape (found by fuzzing): end the connection as for any malformed frame
+            self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
+            raise ProtocolError(f"a header field is not UTF-8: {exc.reason}") from exc
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = ConnectionTerminated()

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from dataclasses import dataclass
+
+from h2.exceptions import InvalidSettingsValueError
+from h2.settings import Settings
 
 __all__ = [
     "MAX_HEAD",
@@ -28,6 +32,8 @@ MAX_HEAD = 64 * 1024
 SWITCHING_PROTOCOLS = (
     b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
 )
+
+_SETTING = struct.Struct(">HI")
 
 # these describe the HTTP/1.1 connection and do not become HTTP/2 request headers
 _HOP_BY_HOP = frozenset(
@@ -127,11 +133,15 @@ def parse_upgrade(head: bytes) -> UpgradeRequest:
         raise UpgradeError(400, "HTTP2-Settings is not base64url") from None
     if len(settings) % 6:
         raise UpgradeError(400, "HTTP2-Settings is not a SETTINGS payload")
+    _check_settings(settings)
     if "transfer-encoding" in values:
         raise UpgradeError(501, "a chunked request cannot be upgraded here")
     lengths = values.get("content-length", ["0"])
-    if len(set(lengths)) != 1 or not lengths[0].isdigit():
+    # isdigit() alone admits digits int() refuses ("\xb2" is one in latin-1)
+    if len(set(lengths)) != 1 or not (lengths[0].isascii() and lengths[0].isdigit()):
         raise UpgradeError(400, "bad Content-Length")
+    if len(lengths[0]) > 18:
+        raise UpgradeError(413, "the body is too large to upgrade with")
     hosts = values.get("host", [])
     headers = [
         (":method", method),
@@ -155,6 +165,17 @@ def refusal(status: int, message: str) -> bytes:
         f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\n"
         f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
+
+
+def _check_settings(payload: bytes) -> None:
+    # h2 applies these when the connection starts, and raises for a value the protocol
+    # forbids (found by fuzzing): refuse them here, while an HTTP/1.1 answer is possible
+    check = Settings(client=True)
+    try:
+        for setting, value in _SETTING.iter_unpack(payload):
+            check[setting] = value
+    except InvalidSettingsValueError as exc:
+        raise UpgradeError(400, f"HTTP2-Settings: {exc}") from None
 
 
 def _values(fields: list[tuple[str, str]]) -> dict[str, list[str]]:

@@ -47,8 +47,8 @@ def encode_header_block(headers: Iterable[tuple[str, str]]) -> bytes:
 def decode_header_block(block: bytes) -> Pairs:
     """Parse an uncompressed name/value block into pairs, one per value.
 
-    :raises ValueError: if the block is malformed, a name is empty, not lower case or
-        repeated, or a value list has an empty member
+    :raises ValueError: if the block is malformed, a name is empty, holds a NUL, is not
+        lower case or is repeated, or a value list has an empty member
     """
     view = memoryview(block)
     if len(view) < 4:
@@ -65,6 +65,9 @@ def decode_header_block(block: bytes) -> Pairs:
         value, position = _read_string(view, position)
         if not name:
             raise ValueError("empty header name")
+        if b"\x00" in name:
+            # NUL separates values: such a name could never be sent on again
+            raise ValueError(f"header name {name!r} holds a NUL")
         if name != name.lower():
             raise ValueError(f"header name {name!r} is not lower case")
         if name in seen:

@@ -283,9 +283,10 @@ def parse_host_port(text: str) -> tuple[str, int]:
     host, separator, port_text = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not separator or not host or not port_text.isdigit():
+    # isdigit() alone admits digits int() refuses ("²") and more than int() will parse
+    if not separator or not host or not (port_text.isascii() and port_text.isdigit()):
         raise CodecError(f"{text!r} is not HOST:PORT")
-    port = int(port_text)
+    port = int(port_text) if len(port_text) <= 5 else 65536
     if port > 65535:
         raise CodecError(f"{text!r}: the port must be at most 65535")
     return host, port
