@@ -404,7 +404,7 @@ async def test_server_close_stops_new_streams_and_lets_open_ones_finish() -> Non
                 await opened.aclose()
 
 
-async def test_upgrade_with_invalid_settings_is_dropped_cleanly() -> None:
+async def test_upgrade_with_invalid_settings_is_refused_before_switching() -> None:
     # INITIAL_WINDOW_SIZE of 2**31 is not allowed (RFC 9113, section 6.5.2)
     bad = base64.urlsafe_b64encode(b"\x00\x04\x80\x00\x00\x00").decode().rstrip("=")
     request = (
@@ -420,5 +420,6 @@ async def test_upgrade_with_invalid_settings_is_dropped_cleanly() -> None:
                 with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
                     while True:
                         received += await client.receive()
-            assert received.startswith(b"HTTP/1.1 101 ")
+            # refused while an HTTP/1.1 answer is still possible, and nothing stays open
+            assert received.startswith(b"HTTP/1.1 400 "), received[:60]
             assert not server.connections
