@@ -12,9 +12,8 @@ import pytest
 from streams import StreamRejected, StreamReset
 from streams._core.backend import BackendOptions
 from streams.backends.framer import BACKEND
+from tests.certificates import make_certificates
 from tests.peers import listening_address, running, streams_command
-
-from .pairs import make_certificates
 
 
 def probe(address: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from streams.testing import ConformanceOptions, ProviderConformance
+from tests.certificates import Certificates, make_certificates
 
-from .pairs import Certificates, framer_memory_pair, framer_pair, make_certificates
+from .pairs import framer_memory_pair, framer_pair
 
 # a stalled stream may hold its window (256 KiB, not grown: it is never read) plus what the
 # sockets buffer on the way

@@ -9,7 +9,8 @@ import pytest
 
 from streams.backends.http2 import Http2Settings
 from streams.testing import ConformanceOptions, ProviderConformance, ProviderPair
-from tests.http2.helpers import Certificates, http2_pair, make_certificates
+from tests.certificates import Certificates, make_certificates
+from tests.http2.helpers import http2_pair
 
 OPTIONS = ConformanceOptions(
     # the stream window (256 KiB) plus one frame in flight; auto-tuning cannot grow the

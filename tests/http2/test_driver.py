@@ -30,7 +30,8 @@ from streams._core.transport import TLSConfig
 from streams.backends.http2 import BACKEND, Http2Settings, Http2Stream
 from streams.testing import read_all
 from streams.testing._pairs import stream_pair
-from tests.http2.helpers import Certificates, http2_pair, make_certificates, raw_pair
+from tests.certificates import Certificates, make_certificates
+from tests.http2.helpers import http2_pair, raw_pair
 
 pytestmark = pytest.mark.anyio
 

@@ -23,7 +23,7 @@ from streams._core.backend import BackendOptions
 from streams._core.transport import TLSConfig
 from streams.backends.http2 import BACKEND
 from streams.testing import read_all
-from tests.http2.helpers import Certificates, make_certificates
+from tests.certificates import Certificates, make_certificates
 from tests.peers import (
     build_go,
     free_port,

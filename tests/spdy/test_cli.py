@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.certificates import make_certificates
 from tests.peers import ROOT, build_go, free_port, listening_address, running, streams_command
-from tests.spdy.helpers import make_certificates
 
 pytestmark = pytest.mark.interop
 

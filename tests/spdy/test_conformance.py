@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from streams.testing import ConformanceOptions, ProviderConformance
-from tests.spdy.helpers import Certificates, make_certificates, spdy_pair
+from tests.certificates import Certificates, make_certificates
+from tests.spdy.helpers import spdy_pair
 
 OPTIONS = ConformanceOptions(
     max_buffered_per_stream=20 * 1024 * 1024,
