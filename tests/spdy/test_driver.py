@@ -25,7 +25,8 @@ from streams.backends.spdy.codec import RstStatus, SpdyCodec
 from streams.backends.spdy.driver import error_code, rst_status
 from streams.backends.spdy.upgrade import UpgradeRefused, upgrade_client, upgrade_server
 from streams.testing import read_all
-from tests.spdy.helpers import make_certificates, socket_pair
+from tests.certificates import make_certificates
+from tests.spdy.helpers import socket_pair
 
 pytestmark = pytest.mark.anyio
 
