@@ -31,6 +31,7 @@ from .errors import (
     StreamRejected,
 )
 from .headers import Headers, HeadersLike
+from .limits import FLOOD_LIMITS
 from .queue_listener import QueueListener
 from .stream import AcceptState, MuxStream
 from .tasks import TaskHost
@@ -64,6 +65,29 @@ class MuxSettings:
     open_timeout: float | None = 30.0
     #: seconds :meth:`StreamProvider.aclose` lets open streams finish
     close_grace: float = 5.0
+    #: headers one header block may carry; more is a protocol error (the block's size in
+    #: bytes is limited by each backend's own setting)
+    max_headers: int = 128
+    #: new streams the peer may open per second, on average (``0``: unlimited). High
+    #: enough for any real workload; concurrency is bounded by ``max_incoming_streams``
+    streams_per_second: float = 10_000.0
+    #: streams the peer may reset per second, on average: the rapid-reset attack opens
+    #: and cancels streams faster than a server can notice (``0``: unlimited)
+    resets_per_second: float = 100.0
+    #: pings the peer may send per second, on average (``0``: unlimited)
+    pings_per_second: float = 10.0
+    #: settings frames the peer may send per second, on average, where the protocol has
+    #: them (``0``: unlimited)
+    settings_per_second: float = 10.0
+    #: frames without payload or effect (empty data or header frames without an end of
+    #: stream) the peer may send per second, on average (``0``: unlimited)
+    empty_frames_per_second: float = 100.0
+    #: how many seconds' worth of each rate may arrive at once
+    flood_burst_seconds: float = 10.0
+    #: answers (ping and settings acknowledgements, resets) queued for a peer that does
+    #: not read them; one more closes the connection, since such a peer would otherwise
+    #: make us buffer without bound
+    max_queued_control_frames: int = 1000
 
     def __post_init__(self) -> None:
         if self.receive_window < 1024 or self.receive_window > 0x7FFFFFFF:
@@ -82,6 +106,15 @@ class MuxSettings:
             raise ConfigError("must be positive", path="open_timeout")
         if self.close_grace < 0:
             raise ConfigError("must not be negative", path="close_grace")
+        if self.max_headers < 1:
+            raise ConfigError("must be at least 1", path="max_headers")
+        for name in FLOOD_LIMITS:
+            if getattr(self, name) < 0:
+                raise ConfigError("must not be negative (0 disables the limit)", path=name)
+        if self.flood_burst_seconds <= 0:
+            raise ConfigError("must be positive", path="flood_burst_seconds")
+        if self.max_queued_control_frames < 1:
+            raise ConfigError("must be at least 1", path="max_queued_control_frames")
 
 
 class MuxListener(QueueListener):
