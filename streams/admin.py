@@ -20,7 +20,7 @@ import h11
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from ._core.errors import ConfigError
-from ._core.transport import Address
+from ._core.transport import LOOPBACK_HOSTS, Address
 from .wrappers.debug import DebugProvider, render_streams
 
 __all__ = ["AdminEndpoint", "AdminState"]
@@ -29,7 +29,6 @@ logger = logging.getLogger("streams.admin")
 
 MAX_REQUEST_BYTES = 16 * 1024
 REQUEST_TIMEOUT = 10.0
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 @dataclass(kw_only=True)

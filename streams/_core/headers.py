@@ -3,12 +3,29 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import TypeAlias
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
-__all__ = ["Headers", "HeadersLike"]
+__all__ = ["REDACTED", "Headers", "HeadersLike", "is_sensitive_header"]
+
+#: header names whose values usually carry credentials; such values are never shown in
+#: reprs, logs, metrics or debug output
+_SENSITIVE_NAME = re.compile(
+    r"(^|[-_])(authorization|authentication|cookie|set-cookie|token|secret|password|passwd"
+    r"|api-?key|session|credentials?|signature)($|[-_])",
+    re.IGNORECASE,
+)
+#: what a sensitive header's value is shown as
+REDACTED = "<redacted>"
+
+
+def is_sensitive_header(name: str) -> bool:
+    """``True`` if the header *name* usually carries a credential (``Authorization``,
+    ``Cookie``, ``X-Api-Key``, ``X-Auth-Token``, ...), so its value must not be shown."""
+    return _SENSITIVE_NAME.search(name) is not None
 
 
 class Headers(CIMultiDict[str]):
@@ -48,8 +65,16 @@ class Headers(CIMultiDict[str]):
         """The headers as ``(name, value)`` pairs with lower-case names, in order."""
         return [(name.lower(), value) for name, value in self.items()]
 
+    def redacted(self) -> list[tuple[str, str]]:
+        """The headers as pairs, with the values of sensitive names (see
+        :func:`is_sensitive_header`) replaced by ``<redacted>``: safe to log or show."""
+        return [
+            (name, REDACTED if is_sensitive_header(name) else value) for name, value in self.items()
+        ]
+
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self.items())
+        # reprs end up in logs and tracebacks, so credentials are masked here too
+        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self.redacted())
         return f"Headers({{{inner}}})"
 
 

@@ -22,6 +22,7 @@ from anyio.streams.tls import TLSListener, TLSStream
 from .errors import ConfigError, ConnectionLost
 
 __all__ = [
+    "LOOPBACK_HOSTS",
     "Address",
     "CoalescingBuffer",
     "OutboundBuffer",
@@ -29,6 +30,10 @@ __all__ = [
     "connect_byte_stream",
     "listen_byte_streams",
 ]
+
+
+#: host names that only this machine can reach (what "binds to loopback" allows)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ import yaml
 from jsonschema.exceptions import ValidationError, best_match
 
 from .._core.errors import ConfigError
-from .._core.transport import Address
+from .._core.headers import is_sensitive_header
+from .._core.transport import LOOPBACK_HOSTS, Address
 from .model import (
     AdminSpec,
     EndpointSpec,
@@ -347,7 +348,21 @@ def _to_model(document: Mapping[str, Any], fail: Any, source: str) -> Topology:
         )
 
     admin = document.get("admin")
+    if admin and not admin.get("allow_remote", False):
+        host = Address.parse(admin["listen"]).host
+        if host not in LOOPBACK_HOSTS:
+            raise fail(
+                ("admin", "listen"),
+                "the admin endpoint exposes internals and binds to loopback only; "
+                "set allow_remote: true to expose it",
+            )
     metrics = document.get("metrics", {})
+    label = metrics.get("header_label")
+    if label is not None and is_sensitive_header(label):
+        raise fail(
+            ("metrics", "header_label"),
+            f"{label!r} carries credentials; its values must not become a metric label",
+        )
     return Topology(
         upstreams=tuple(upstreams),
         servers=tuple(servers),

@@ -33,8 +33,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .._core.abc import Handler, Listener, Stream, StreamProvider
-from .._core.errors import ErrorCode, StreamRejected, StreamReset
-from .._core.headers import Headers, HeadersLike
+from .._core.errors import ConfigError, ErrorCode, StreamRejected, StreamReset
+from .._core.headers import Headers, HeadersLike, is_sensitive_header
 from .._core.stream import MuxStream
 from ._delegate import (
     DelegatingListener,
@@ -144,6 +144,8 @@ class StreamMetrics(Collector):
         tenant), or ``None``
     :param header_label_limit: the most distinct values that label takes; later values are
         reported as ``__other__`` so the series count stays bounded
+    :raises ~streams.ConfigError: if *header_label* names a header that carries
+        credentials (``Authorization``, ``Cookie``, ...): its values would be published
     """
 
     def __init__(
@@ -154,6 +156,11 @@ class StreamMetrics(Collector):
         header_label: str | None = None,
         header_label_limit: int = 20,
     ) -> None:
+        if header_label and is_sensitive_header(header_label):
+            raise ConfigError(
+                f"{header_label!r} carries credentials; its values must not become a label",
+                path="header_label",
+            )
         self.namespace = namespace
         self.header_label = header_label.lower() if header_label else None
         self.header_label_limit = header_label_limit
