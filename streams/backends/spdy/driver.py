@@ -29,9 +29,11 @@ from ..._core.errors import (
 )
 from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
 from ..._core.headers import Headers
+from ..._core.limits import log_limit_exceeded
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import OutboundBuffer
 from . import codec as spdy
+from ._guard import AnswerQueue, SendCounter, SessionGuard, limit_error, peer_name
 from ._lifecycle import InnerTaskGroupProvider
 from .codec import GoAwayStatus, RstStatus, SessionError, SettingId
 from .settings import REJECT_REASON, REJECT_RETRYABLE, SpdySettings, error_code, rst_status
@@ -68,8 +70,19 @@ class SpdyProvider(InnerTaskGroupProvider):
             max_header_block=settings.max_header_block,
             max_control_frame=settings.max_control_frame,
             compression_level=settings.compression_level,
+            max_headers=settings.max_headers,
         )
-        self._out = OutboundBuffer(transport, settings.write_buffer)
+        self._wire = SendCounter(transport)
+        self._out = OutboundBuffer(self._wire, settings.write_buffer)
+        self._answers = AnswerQueue(
+            self._wire, settings.max_queued_control_frames, settings.max_queued_control_bytes
+        )
+        self._guard: SessionGuard | None = None
+        #: decompressed header bytes held by the peer's open streams
+        self._header_bytes = 0
+        #: after a protocol or limit failure: keep reading (and discarding) while the
+        #: GOAWAY leaves, so the peer's unread bytes do not turn our close into a reset
+        self._linger = False
         self._no_flow_control = settings.no_flow_control
         self._peer_initial_window = spdy.DEFAULT_WINDOW
         self._session_send = SendWindow(spdy.DEFAULT_WINDOW)
@@ -89,6 +102,7 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     async def _start(self, task_group: TaskGroup) -> None:
         settings = self.spdy_settings
+        self._guard = SessionGuard(settings, peer_name(self._transport), anyio.current_time())
         self._out.write(
             self.codec.settings(
                 [
@@ -144,17 +158,29 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     def _fail_session(self, error: SessionError) -> None:
         """The peer broke the protocol: ``GOAWAY`` with the status, then close."""
+        if error.limit is not None:
+            self._fail_limit(limit_error(error))
+            return
+        self._goaway(error.status)
+        logger.info("closing a SPDY session: %s", error)
+        self._fail(ProtocolError(f"the peer broke SPDY: {error}", ErrorCode.PROTOCOL_ERROR))
+
+    def _fail_limit(self, error: LimitExceeded) -> None:
+        """The peer went over a limit: log which, ``GOAWAY`` (SPDY's only status for a
+        misbehaving peer is ``PROTOCOL_ERROR``), then close."""
+        if self.failure is not None:
+            return
+        assert self._guard is not None
+        log_limit_exceeded(logger, error, self._guard.peer)
+        self._goaway(GoAwayStatus.PROTOCOL_ERROR)
+        self._fail(error)
+
+    def _goaway(self, status: GoAwayStatus) -> None:
         if not self._goaway_sent:
             self._goaway_sent = True
-            self._out.write(self.codec.goaway(error.status))
+            self._out.write(self.codec.goaway(status))
         self._out.close()
-        failure: ConnectionLost
-        if error.limit is not None:
-            failure = LimitExceeded(error.limit, str(error))
-        else:
-            failure = ProtocolError(f"the peer broke SPDY: {error}", ErrorCode.PROTOCOL_ERROR)
-        logger.info("closing a SPDY session: %s", error)
-        self._fail(failure)
+        self._linger = True
 
     # -- reading -------------------------------------------------------------------------
 
@@ -168,8 +194,12 @@ class SpdyProvider(InnerTaskGroupProvider):
                     return
                 for event in self.codec.receive_data(data):
                     await self._handle(event)
+                    if self._answers.over() is not None:
+                        await self._answers.wait_for_writer()
         except SessionError as exc:
             self._fail_session(exc)
+        except LimitExceeded as exc:
+            self._fail_limit(exc)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             # also while closing here: streams still draining must learn the peer is gone
             self._fail(ConnectionLost(f"reading from the peer failed: {exc!r}"))
@@ -179,11 +209,33 @@ class SpdyProvider(InnerTaskGroupProvider):
                 self._out.close()
                 with anyio.CancelScope(shield=True):
                     with anyio.move_on_after(1.0):
+                        if self._linger:
+                            await self._discard_until_written()
                         await self._writer_done.wait()
                     await anyio.aclose_forcefully(self._transport)
 
+    async def _discard_until_written(self) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def discard() -> None:
+                try:
+                    while True:
+                        await self._transport.receive(256 * 1024)
+                except (OSError, anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+                except anyio.ClosedResourceError:
+                    return
+
+            group.start_soon(discard)
+            await self._writer_done.wait()
+            group.cancel_scope.cancel()
+
     async def _handle(self, event: spdy.Event) -> None:
         self._frames_received += 1
+        if type(event) is not spdy.DataReceived or not event.data:
+            assert self._guard is not None
+            ours = type(event) is spdy.PingReceived and self.codec.is_local_ping(event.ping_id)
+            self._guard.check_event(event, anyio.current_time(), answered_ping=not ours)
         match event:
             case spdy.DataReceived():
                 await self._on_data(event)
@@ -213,10 +265,7 @@ class SpdyProvider(InnerTaskGroupProvider):
     async def _on_data(self, event: spdy.DataReceived) -> None:
         size = len(event.data)
         if not self._no_flow_control:
-            try:
-                self._session_recv.on_data(size)
-            except FlowControlViolation as exc:
-                raise SessionError(f"session window: {exc}") from exc
+            self._charge_session(size)
         stream = self._stream(event.stream_id) if event.open else None
         if stream is None:
             self.session_consumed(size)
@@ -226,7 +275,8 @@ class SpdyProvider(InnerTaskGroupProvider):
             window.available = max(window.available, size)
         try:
             stream.on_data(event.data)
-        except FlowControlViolation:
+        except FlowControlViolation as exc:
+            self._stream_limit("receive_window", stream.stream_id, str(exc), "reset")
             stream.abort(ErrorCode.FLOW_CONTROL_ERROR)
             return
         if event.fin:
@@ -239,8 +289,28 @@ class SpdyProvider(InnerTaskGroupProvider):
                 waiter = self._consumed_waiter = self._consumed_waiter or anyio.Event()
                 await waiter.wait()
 
+    def _charge_session(self, size: int) -> None:
+        try:
+            self._session_recv.on_data(size)
+        except FlowControlViolation as exc:
+            raise LimitExceeded("session_window", str(exc), ErrorCode.FLOW_CONTROL_ERROR) from None
+
+    def _stream_limit(self, limit: str, stream_id: int, detail: str, action: str) -> None:
+        assert self._guard is not None
+        self._guard.stream_limit(limit, stream_id, detail, action, logger)
+
     def _on_open(self, event: spdy.StreamOpened) -> None:
         settings = self.spdy_settings
+        if self._incoming_count >= settings.max_incoming_streams and not self._close_started:
+            # MuxProvider.incoming refuses it; say why
+            detail = f"{self._incoming_count} streams open"
+            self._stream_limit("max_incoming_streams", event.stream_id, detail, "refused")
+        size = sum(len(name) + len(value) for name, value in event.headers)
+        if self._header_bytes + size > settings.max_connection_headers:
+            detail = f"{self._header_bytes} header bytes held, {size} more"
+            self._stream_limit("max_connection_headers", event.stream_id, detail, "refused")
+            self._answer(self.codec.rst_stream(event.stream_id, RstStatus.REFUSED_STREAM))
+            return
         stream = SpdyStream(
             self,
             event.stream_id,
@@ -251,6 +321,8 @@ class SpdyProvider(InnerTaskGroupProvider):
             max_receive_window=settings.max_receive_window,
             max_frame=settings.max_frame_size,
         )
+        stream.header_bytes = size
+        self._header_bytes += size
         self.incoming(stream)
         if event.fin:
             stream.on_eof()
@@ -266,7 +338,7 @@ class SpdyProvider(InnerTaskGroupProvider):
         if confirm:
             ping_id = self.codec.next_ping_id()
             self._confirming[ping_id] = stream
-            self._out.write(self.codec.ping(ping_id))
+            self._answer(self.codec.ping(ping_id))
         else:
             self._release(stream)
         if event.fin:
@@ -331,7 +403,9 @@ class SpdyProvider(InnerTaskGroupProvider):
             try:
                 self._session_send.grow(event.delta)
             except FlowControlViolation as exc:
-                raise SessionError(f"session window: {exc}") from exc
+                raise LimitExceeded(
+                    "window_overflow", f"session window: {exc}", ErrorCode.FLOW_CONTROL_ERROR
+                ) from None
             self._wake_session()
             return
         stream = self._stream(event.stream_id)
@@ -339,7 +413,8 @@ class SpdyProvider(InnerTaskGroupProvider):
             return
         try:
             stream.on_window_update(event.delta)
-        except FlowControlViolation:
+        except FlowControlViolation as exc:
+            self._stream_limit("window_overflow", stream.stream_id, str(exc), "reset")
             stream.abort(ErrorCode.FLOW_CONTROL_ERROR)
 
     def _on_settings(self, event: spdy.SettingsReceived) -> None:
@@ -359,7 +434,7 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     def _on_ping(self, event: spdy.PingReceived) -> None:
         if not self.codec.is_local_ping(event.ping_id):
-            self._out.write(self.codec.ping(event.ping_id))
+            self._answer(self.codec.ping(event.ping_id))
             return
         confirmed = self._confirming.pop(event.ping_id, None)
         if confirmed is not None:
@@ -392,14 +467,21 @@ class SpdyProvider(InnerTaskGroupProvider):
                 stream.on_connection_lost(error)
 
     def _on_stream_failed(self, event: spdy.StreamFailed) -> None:
-        logger.info("SPDY stream %s failed: %s", event.stream_id, event.reason)
+        if event.limit is not None:
+            self._stream_limit(event.limit, event.stream_id, event.reason, "refused")
+        else:
+            logger.info("SPDY stream %s failed: %s", event.stream_id, event.reason)
         if event.discarded:
+            # dropped data still counts against the session window, or a peer could
+            # earn credit without limit by sending to streams that do not exist
+            if not self._no_flow_control:
+                self._charge_session(event.discarded)
             self.session_consumed(event.discarded)
         stream = self._stream(event.stream_id)
         if stream is not None and not stream.finished:
             stream.abort(error_code(event.status))
         else:
-            self._out.write(self.codec.rst_stream(event.stream_id, event.status))
+            self._answer(self.codec.rst_stream(event.stream_id, event.status))
 
     # -- the session window --------------------------------------------------------------
 
@@ -411,7 +493,13 @@ class SpdyProvider(InnerTaskGroupProvider):
         if size and self.failure is None:
             increment = self._session_recv.on_consumed(size)
             if increment:
-                self._out.write(self.codec.window_update(0, increment))
+                self._answer(self.codec.window_update(0, increment))
+
+    def _answer(self, frame: bytes) -> None:
+        """Queue a control frame the peer's frames called for, counting it against the
+        limits on answers queued for a peer that does not read."""
+        self._answers.add(len(frame))
+        self._out.write(frame)
 
     def session_credit_back(self, size: int) -> None:
         """Data that took session credit was never sent: the credit is ours again."""
@@ -473,12 +561,12 @@ class SpdyProvider(InnerTaskGroupProvider):
             frame = self.codec.syn_reply(stream.stream_id, response_headers.lowercased())
         except ValueError as exc:
             logger.warning("stream %s: cannot send the response headers: %s", stream, exc)
-            self._out.write(self.codec.rst_stream(stream.stream_id, RstStatus.INTERNAL_ERROR))
+            self._answer(self.codec.rst_stream(stream.stream_id, RstStatus.INTERNAL_ERROR))
             assert isinstance(stream, SpdyStream)
             stream.on_wire = False
             stream.abort(ErrorCode.INTERNAL_ERROR)
             return
-        self._out.write(frame)
+        self._answer(frame)
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         extra = Headers(rejection.response_headers)
@@ -489,8 +577,9 @@ class SpdyProvider(InnerTaskGroupProvider):
                 frame = self.codec.headers(stream.stream_id, extra.lowercased())
             except ValueError:
                 frame = b""
-            self._out.write(frame)
-        self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(rejection.code)))
+            if frame:
+                self._answer(frame)
+        self._answer(self.codec.rst_stream(stream.stream_id, rst_status(rejection.code)))
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         assert isinstance(stream, SpdyStream)
@@ -498,6 +587,10 @@ class SpdyProvider(InnerTaskGroupProvider):
         hold_limit = self.spdy_settings.receive_window
         try:
             while remaining:
+                if self._out.queued > self.spdy_settings.write_buffer:
+                    # before writing, not only after: many streams writing at once must
+                    # not each add a frame to a queue that is already full
+                    await self._out.drain()
                 room = len(remaining)
                 if not stream.released:
                     if stream.finished:
@@ -556,13 +649,13 @@ class SpdyProvider(InnerTaskGroupProvider):
         stream.eof_pending = False
         stream.drop_held()
         if stream.on_wire:
-            self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(code)))
+            self._answer(self.codec.rst_stream(stream.stream_id, rst_status(code)))
 
     def write_window_update(self, stream: MuxStream, increment: int) -> None:
         if self._no_flow_control:
             self._wake_consumed()
             return
-        self._out.write(self.codec.window_update(stream.stream_id, increment))
+        self._answer(self.codec.window_update(stream.stream_id, increment))
 
     def write_goaway(self) -> None:
         mode = self.spdy_settings.goaway
@@ -572,6 +665,8 @@ class SpdyProvider(InnerTaskGroupProvider):
             self._out.write(self.codec.goaway())
 
     def stream_finished(self, stream: MuxStream) -> None:
+        if self.streams.get(stream.stream_id) is stream and isinstance(stream, SpdyStream):
+            self._header_bytes -= stream.header_bytes
         super().stream_finished(stream)
         self._wake_consumed()
         self._wake_session()
