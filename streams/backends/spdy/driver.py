@@ -16,25 +16,18 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 
 from ..._core.errors import (
-    ConnectionLost,
     ErrorCode,
     GoingAway,
     LimitExceeded,
-    ProtocolError,
-    ProviderClosed,
     StreamRejected,
 )
-from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
+from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers
-from ..._core.limits import log_limit_exceeded
 from ..._core.stream import AcceptState, MuxStream
-from ..._core.transport import OutboundBuffer
 from . import codec as spdy
-from ._guard import AnswerQueue, SendCounter, SessionGuard, limit_error, peer_name
-from ._lifecycle import InnerTaskGroupProvider
+from ._session import SpdySession
 from .codec import GoAwayStatus, RstStatus, SessionError, SettingId
 from .settings import REJECT_REASON, REJECT_RETRYABLE, SpdySettings, error_code, rst_status
 from .stream import SpdyStream
@@ -44,7 +37,7 @@ __all__ = ["SpdyProvider", "SpdySettings", "SpdyStream", "error_code", "rst_stat
 logger = logging.getLogger("streams.spdy")
 
 
-class SpdyProvider(InnerTaskGroupProvider):
+class SpdyProvider(SpdySession):
     """One SPDY/3.1 session on a byte stream. An async context manager.
 
     :param transport: the connection (TCP, TLS, Unix, or an upgraded HTTP/1.1 connection)
@@ -54,181 +47,7 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     backend_name = "spdy"
 
-    def __init__(
-        self,
-        transport: anyio.abc.ByteStream,
-        *,
-        client: bool,
-        settings: SpdySettings | None = None,
-    ) -> None:
-        settings = settings if settings is not None else SpdySettings()
-        super().__init__(settings)
-        self.spdy_settings = settings
-        self._transport = transport
-        self.codec = spdy.SpdyCodec(
-            client=client,
-            max_header_block=settings.max_header_block,
-            max_control_frame=settings.max_control_frame,
-            compression_level=settings.compression_level,
-            max_headers=settings.max_headers,
-        )
-        self._wire = SendCounter(transport)
-        self._out = OutboundBuffer(self._wire, settings.write_buffer)
-        self._answers = AnswerQueue(
-            self._wire, settings.max_queued_control_frames, settings.max_queued_control_bytes
-        )
-        self._guard: SessionGuard | None = None
-        #: decompressed header bytes held by the peer's open streams
-        self._header_bytes = 0
-        #: after a protocol or limit failure: keep reading (and discarding) while the
-        #: GOAWAY leaves, so the peer's unread bytes do not turn our close into a reset
-        self._linger = False
-        self._no_flow_control = settings.no_flow_control
-        self._peer_initial_window = spdy.DEFAULT_WINDOW
-        self._session_send = SendWindow(spdy.DEFAULT_WINDOW)
-        self._session_recv = ReceiveWindow(settings.session_window)
-        self._session_waiter: anyio.Event | None = None
-        self._consumed_waiter: anyio.Event | None = None
-        self._pings: dict[int, tuple[float, anyio.Event]] = {}
-        self._confirming: dict[int, SpdyStream] = {}
-        self._confirmations: anyio.Event | None = None
-        self._peer_max_streams: int | None = None
-        self._peer_speaks_full_spdy = False
-        self._goaway_sent = False
-        self._writer_done = anyio.Event()
-        self._frames_received = 0
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    async def _start(self, task_group: TaskGroup) -> None:
-        settings = self.spdy_settings
-        self._guard = SessionGuard(settings, peer_name(self._transport), anyio.current_time())
-        self._out.write(
-            self.codec.settings(
-                [
-                    (SettingId.INITIAL_WINDOW_SIZE, settings.receive_window),
-                    (SettingId.MAX_CONCURRENT_STREAMS, settings.max_incoming_streams),
-                ]
-            )
-        )
-        if settings.session_window > spdy.DEFAULT_WINDOW:
-            self._out.write(
-                self.codec.window_update(0, settings.session_window - spdy.DEFAULT_WINDOW)
-            )
-        task_group.start_soon(self._run_writer)
-        task_group.start_soon(self._read_loop)
-        if settings.keepalive_interval is not None:
-            task_group.start_soon(self._keepalive, settings.keepalive_interval)
-        await anyio.lowlevel.checkpoint()
-
-    async def _run_writer(self) -> None:
-        try:
-            await self._out.run(self._write_failed)
-        finally:
-            self._writer_done.set()
-
-    def _write_failed(self, error: BaseException) -> None:
-        if not self._close_started:
-            self._fail(ConnectionLost(f"writing to the peer failed: {error}"))
-
-    async def _close_transport(self) -> None:
-        # data held for a reply's confirmation must reach the peer before GOAWAY
-        with anyio.move_on_after(1.0):
-            while self._confirming and self.failure is None:
-                waiter = self._confirmations = self._confirmations or anyio.Event()
-                await waiter.wait()
-        for stream in list(self._confirming.values()):
-            self._release(stream)
-        self._confirming.clear()
-        if not self._goaway_sent and self.failure is None:
-            self._goaway_sent = True
-            self._out.write(self.codec.goaway())
-        self._out.close()
-        with anyio.move_on_after(1.0):
-            await self._writer_done.wait()
-        await anyio.aclose_forcefully(self._transport)
-
-    def _fail(self, error: ConnectionLost) -> None:
-        self.fail(error)
-        self._wake_session()
-        self._wake_consumed()
-        self._wake_confirmations()
-        for _, event in self._pings.values():
-            event.set()
-
-    def _fail_session(self, error: SessionError) -> None:
-        """The peer broke the protocol: ``GOAWAY`` with the status, then close."""
-        if error.limit is not None:
-            self._fail_limit(limit_error(error))
-            return
-        self._goaway(error.status)
-        logger.info("closing a SPDY session: %s", error)
-        self._fail(ProtocolError(f"the peer broke SPDY: {error}", ErrorCode.PROTOCOL_ERROR))
-
-    def _fail_limit(self, error: LimitExceeded) -> None:
-        """The peer went over a limit: log which, ``GOAWAY`` (SPDY's only status for a
-        misbehaving peer is ``PROTOCOL_ERROR``), then close."""
-        if self.failure is not None:
-            return
-        assert self._guard is not None
-        log_limit_exceeded(logger, error, self._guard.peer)
-        self._goaway(GoAwayStatus.PROTOCOL_ERROR)
-        self._fail(error)
-
-    def _goaway(self, status: GoAwayStatus) -> None:
-        if not self._goaway_sent:
-            self._goaway_sent = True
-            self._out.write(self.codec.goaway(status))
-        self._out.close()
-        self._linger = True
-
-    # -- reading -------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                try:
-                    data = await self._transport.receive(256 * 1024)
-                except anyio.EndOfStream:
-                    self._fail(self._going_away or ConnectionLost("the peer closed the connection"))
-                    return
-                for event in self.codec.receive_data(data):
-                    await self._handle(event)
-                    if self._answers.over() is not None:
-                        await self._answers.wait_for_writer()
-        except SessionError as exc:
-            self._fail_session(exc)
-        except LimitExceeded as exc:
-            self._fail_limit(exc)
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            # also while closing here: streams still draining must learn the peer is gone
-            self._fail(ConnectionLost(f"reading from the peer failed: {exc!r}"))
-        finally:
-            if self.failure is not None and not self._close_started:
-                # let a GOAWAY already queued reach the peer, then drop the connection
-                self._out.close()
-                with anyio.CancelScope(shield=True):
-                    with anyio.move_on_after(1.0):
-                        if self._linger:
-                            await self._discard_until_written()
-                        await self._writer_done.wait()
-                    await anyio.aclose_forcefully(self._transport)
-
-    async def _discard_until_written(self) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def discard() -> None:
-                try:
-                    while True:
-                        await self._transport.receive(256 * 1024)
-                except (OSError, anyio.EndOfStream, anyio.BrokenResourceError):
-                    return
-                except anyio.ClosedResourceError:
-                    return
-
-            group.start_soon(discard)
-            await self._writer_done.wait()
-            group.cancel_scope.cancel()
+    # -- frame handlers --------------------------------------------------------------------
 
     async def _handle(self, event: spdy.Event) -> None:
         self._frames_received += 1
@@ -289,16 +108,6 @@ class SpdyProvider(InnerTaskGroupProvider):
                 waiter = self._consumed_waiter = self._consumed_waiter or anyio.Event()
                 await waiter.wait()
 
-    def _charge_session(self, size: int) -> None:
-        try:
-            self._session_recv.on_data(size)
-        except FlowControlViolation as exc:
-            raise LimitExceeded("session_window", str(exc), ErrorCode.FLOW_CONTROL_ERROR) from None
-
-    def _stream_limit(self, limit: str, stream_id: int, detail: str, action: str) -> None:
-        assert self._guard is not None
-        self._guard.stream_limit(limit, stream_id, detail, action, logger)
-
     def _on_open(self, event: spdy.StreamOpened) -> None:
         settings = self.spdy_settings
         if self._incoming_count >= settings.max_incoming_streams and not self._close_started:
@@ -343,25 +152,6 @@ class SpdyProvider(InnerTaskGroupProvider):
             self._release(stream)
         if event.fin:
             stream.on_eof()
-
-    def _release(self, stream: SpdyStream) -> None:
-        """Let the stream's data go: what was held first, then the FIN if it is due."""
-        if stream.released:
-            return
-        stream.released = True
-        if stream.state in ("reset", "failed", "rejected"):
-            stream.drop_held()
-            stream.eof_pending = False
-            return
-        # a stream that finished here while held (sent everything, read everything, closed)
-        # still owes the peer what it held
-        held, stream.held = stream.held, []
-        stream.held_bytes = 0
-        self._out.write(*held)
-        if stream.eof_pending:
-            stream.eof_pending = False
-            self._out.write(self.codec.data_header(stream.stream_id, 0, fin=True))
-        stream.wake_released()
 
     def _on_headers(self, event: spdy.HeadersReceived) -> None:
         stream = self._stream(event.stream_id)
@@ -419,18 +209,23 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     def _on_settings(self, event: spdy.SettingsReceived) -> None:
         self._peer_speaks_full_spdy = True
+        window: int | None = None
         for setting, value in event.settings:
             if setting == SettingId.MAX_CONCURRENT_STREAMS:
                 self._peer_max_streams = value
             elif setting == SettingId.INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise SessionError(f"initial window of {value} bytes")
-                delta = value - self._peer_initial_window
-                self._peer_initial_window = value
-                if self._no_flow_control or not delta:
-                    continue
-                for stream in list(self.streams.values()):
-                    stream.adjust_send_window(delta)
+                window = value
+        if window is None:
+            return
+        # only the last value counts: a frame repeating the setting a hundred thousand
+        # times must not shift every stream's window as many times
+        delta = window - self._peer_initial_window
+        self._peer_initial_window = window
+        if delta and not self._no_flow_control:
+            for stream in list(self.streams.values()):
+                stream.adjust_send_window(delta)
 
     def _on_ping(self, event: spdy.PingReceived) -> None:
         if not self.codec.is_local_ping(event.ping_id):
@@ -483,49 +278,7 @@ class SpdyProvider(InnerTaskGroupProvider):
         else:
             self._answer(self.codec.rst_stream(event.stream_id, event.status))
 
-    # -- the session window --------------------------------------------------------------
-
-    def session_consumed(self, size: int) -> None:
-        """*size* bytes left a stream's buffer (read or dropped): credit the session."""
-        if self._no_flow_control:
-            self._wake_consumed()
-            return
-        if size and self.failure is None:
-            increment = self._session_recv.on_consumed(size)
-            if increment:
-                self._answer(self.codec.window_update(0, increment))
-
-    def _answer(self, frame: bytes) -> None:
-        """Queue a control frame the peer's frames called for, counting it against the
-        limits on answers queued for a peer that does not read."""
-        self._answers.add(len(frame))
-        self._out.write(frame)
-
-    def session_credit_back(self, size: int) -> None:
-        """Data that took session credit was never sent: the credit is ours again."""
-        if not self._no_flow_control and size:
-            self._session_send.grow(size)
-            self._wake_session()
-
-    def _wake_confirmations(self) -> None:
-        waiter, self._confirmations = self._confirmations, None
-        if waiter is not None:
-            waiter.set()
-
-    def _wake_session(self) -> None:
-        waiter, self._session_waiter = self._session_waiter, None
-        if waiter is not None:
-            waiter.set()
-
-    def _wake_consumed(self) -> None:
-        waiter, self._consumed_waiter = self._consumed_waiter, None
-        if waiter is not None:
-            waiter.set()
-
-    def _initial_send_window(self) -> int:
-        return MAX_WINDOW if self._no_flow_control else self._peer_initial_window
-
-    # -- writing (the MuxProvider and StreamOwner hooks) ---------------------------------
+    # -- writing (the MuxProvider and StreamOwner hooks) -----------------------------------
 
     def create_local_stream(self, headers: Headers) -> MuxStream:
         try:
@@ -673,53 +426,3 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._out.extra_attributes
-
-    # -- ping ----------------------------------------------------------------------------
-
-    @property
-    def max_streams(self) -> int | None:
-        return self._peer_max_streams
-
-    async def ping(self) -> float:
-        """Send a ``PING`` and return the round-trip time in seconds.
-
-        :raises ~streams.ConnectionLost: if the connection failed first
-        :raises ~streams.ProviderClosed: if the provider was closed here
-        """
-        if self._closed_locally:
-            raise ProviderClosed()
-        if self.failure is not None:
-            raise self.failure
-        ping_id = self.codec.next_ping_id()
-        waiter = anyio.Event()
-        started = anyio.current_time()
-        self._pings[ping_id] = (started, waiter)
-        self._out.write(self.codec.ping(ping_id))
-        try:
-            await waiter.wait()
-        finally:
-            self._pings.pop(ping_id, None)
-        if self.failure is not None:
-            raise self.failure
-        if self._closed_locally:
-            raise ProviderClosed()
-        rtt = self._rtt = anyio.current_time() - started
-        return rtt
-
-    async def _keepalive(self, interval: float) -> None:
-        timeout = self.spdy_settings.keepalive_timeout
-        while self.failure is None and not self._close_started:
-            await anyio.sleep(interval)
-            seen = self._frames_received
-            try:
-                with anyio.move_on_after(timeout):
-                    await self.ping()
-                    continue
-            except anyio.ClosedResourceError:
-                return
-            except ConnectionLost:
-                return
-            if self._frames_received == seen and not self._close_started:
-                self._fail(ConnectionLost(f"no answer to a keepalive ping within {timeout} s"))
-                await anyio.aclose_forcefully(self._transport)
-                return
