@@ -21,6 +21,8 @@ from streams.backends.spdy.codec_headers import (
     decode_header_block,
     encode_header_block,
 )
+from streams.backends.spdy.upgrade import MAX_HEAD, HeadTooLarge, upgrade_server
+from tests.spdy.helpers import socket_pair
 from tests.spdy.test_driver import QUIET, raw_peer
 
 # -- header counts --------------------------------------------------------------------------
@@ -230,3 +232,21 @@ def test_new_settings_name_the_bad_field(overrides: dict[str, int], path: str) -
     with pytest.raises(ConfigError) as error:
         SpdySettings(**overrides)  # type: ignore[arg-type]
     assert error.value.path == path
+
+
+# -- the HTTP/1.1 upgrade -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_upgrade_head_past_the_limit_is_answered_431_and_named() -> None:
+    ours, theirs = await socket_pair()
+    async with ours, theirs:
+        head = b"POST / HTTP/1.1\r\n" + b"x-pad: " + b"a" * MAX_HEAD
+        async with anyio.create_task_group() as group:
+            group.start_soon(theirs.send, head)
+            with anyio.fail_after(5), pytest.raises(HeadTooLarge) as refused:
+                await upgrade_server(ours)
+        assert refused.value.limit == "max_upgrade_head"
+        assert refused.value.status == 431
+        with anyio.fail_after(5):
+            assert (await theirs.receive()).startswith(b"HTTP/1.1 431 ")

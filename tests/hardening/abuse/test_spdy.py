@@ -17,9 +17,10 @@ import socket
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -30,6 +31,7 @@ from streams.backends.spdy import BACKEND
 from streams.backends.spdy._dictionary import DICTIONARY
 from streams.backends.spdy._guard import ANSWER_GRACE
 from streams.backends.spdy.codec import GoAwayStatus, RstStatus, SpdyCodec
+from streams.backends.spdy.upgrade import MAX_HEAD
 from tests.hardening.abuse.harness import (
     EchoServer,
     attacker_socket,
@@ -38,6 +40,7 @@ from tests.hardening.abuse.harness import (
     echo_transfer,
     flood,
 )
+from tests.peers import listening_address, running, streams_command
 
 pytestmark = pytest.mark.anyio
 
@@ -154,13 +157,27 @@ async def spdy_echo(anyio_backend: str, **limits: object) -> AsyncIterator[EchoS
         yield server
 
 
-async def attack(server: EchoServer, run: Callable[[socket.socket], None]) -> Outcome:
+@contextmanager
+def upgrade_echo(anyio_backend: str) -> Iterator[EchoServer]:
+    """An echo server that starts SPDY with the HTTP/1.1 upgrade."""
+    command = streams_command("-v", "echo", "--listen", "http://127.0.0.1:0/", "--backend")
+    command += ["spdy", "--loop", anyio_backend]
+    with running(command, ready_line="echo: listening on") as process:
+        url = urlsplit(listening_address(process))
+        assert url.hostname is not None and url.port is not None
+        yield EchoServer(process, url.hostname, url.port, "spdy")
+
+
+async def attack(
+    server: EchoServer, run: Callable[[socket.socket], None], *, address: str | None = None
+) -> Outcome:
     """Run *run* on an attacker socket in a thread while a good client moves data; then read
     what the server sent the attacker until it closes (or until *run* says it is done)."""
     outcome = Outcome(b"", 0.0, 0.0)
     options = BackendOptions()
+    address = address or server.address
     with anyio.fail_after(45):
-        async with BACKEND.connect(server.address, options) as good:
+        async with BACKEND.connect(address, options) as good:
 
             def attacker() -> None:
                 with attacker_socket(server) as sock:
@@ -172,7 +189,7 @@ async def attack(server: EchoServer, run: Callable[[socket.socket], None]) -> Ou
                 outcome.during = await echo_transfer(good, TRANSFER)
             outcome.after = await echo_transfer(good, TRANSFER)
         # (e) the server still takes new connections
-        async with BACKEND.connect(server.address, options) as fresh:
+        async with BACKEND.connect(address, options) as fresh:
             await echo_transfer(fresh, MIB)
     server.assert_within_memory()
     assert server.alive()
@@ -392,3 +409,20 @@ async def test_headers_held_by_the_connection_are_bounded(anyio_backend: str) ->
         found = await attack_stream(server, opens, lambda seen: len(seen) >= 2)
         assert found == {21: RstStatus.REFUSED_STREAM, 23: RstStatus.REFUSED_STREAM}
         await server.wait_for_log("limit max_connection_headers exceeded")
+
+
+# -- the HTTP/1.1 upgrade -------------------------------------------------------------------
+
+
+async def test_an_endless_upgrade_head_is_refused_with_431(anyio_backend: str) -> None:
+    start = b"POST / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+    line = b"x-pad: " + b"a" * 1000 + b"\r\n"
+    head = start + line * (MAX_HEAD // len(line) + 1)
+    # exactly one byte past the limit, never ended: the server has read all of it when it
+    # answers, so its close is a clean one and the answer arrives
+    head = head[: MAX_HEAD + 1]
+    with upgrade_echo(anyio_backend) as server:
+        address = f"http://{server.address}/"
+        outcome = await attack(server, lambda sock: sock.sendall(head), address=address)
+        assert outcome.received.startswith(b"HTTP/1.1 431 ")
+        await server.wait_for_log("limit max_upgrade_head exceeded")
