@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import anyio.abc
 
 from ..._core.abc import Handler, StreamProvider
 from ..._core.backend import Backend, BackendOptions
-from ..._core.errors import ConfigError
+from ..._core.errors import ConfigError, LimitExceeded
+from ..._core.limits import log_limit_exceeded
 from ..._core.server import ConnectionServer, StreamServer
 from ..._core.transport import (
     Address,
@@ -24,13 +26,16 @@ from ..._core.transport import (
     listen_byte_streams,
     local_port,
 )
+from ._guard import peer_name
 from .driver import SpdyProvider, SpdySettings, SpdyStream
-from .upgrade import upgrade_client, upgrade_server
+from .upgrade import HeadTooLarge, upgrade_client, upgrade_server
 
 __all__ = ["BACKEND", "SpdyBackend", "SpdyProvider", "SpdySettings", "SpdyStream"]
 
 #: seconds the HTTP/1.1 upgrade may take
 UPGRADE_TIMEOUT = 10.0
+
+logger = logging.getLogger("streams.spdy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +152,13 @@ class SpdyBackend(Backend):
         async def session(byte_stream: anyio.abc.ByteStream) -> AsyncIterator[StreamProvider]:
             transport = byte_stream
             if target.upgrade:
-                with anyio.fail_after(UPGRADE_TIMEOUT):
-                    transport, _ = await upgrade_server(byte_stream)
+                try:
+                    with anyio.fail_after(UPGRADE_TIMEOUT):
+                        transport, _ = await upgrade_server(byte_stream)
+                except HeadTooLarge as exc:
+                    error = LimitExceeded(exc.limit, str(exc))
+                    log_limit_exceeded(logger, error, peer_name(byte_stream))
+                    raise
             async with SpdyProvider(transport, client=False, settings=settings) as provider:
                 yield provider
 

@@ -62,6 +62,7 @@ from .codec_frames import (
 from .codec_headers import (
     HeaderCompressor,
     HeaderDecompressor,
+    TooManyHeaders,
     decode_header_block,
     encode_header_block,
 )
@@ -110,6 +111,19 @@ __all__ = [
 
 
 @dataclass(slots=True)
+class _DataFrame:
+    """The data frame whose payload is arriving."""
+
+    stream_id: int
+    fin: bool
+    remaining: int
+    #: ``False`` for a stream closed here: the payload is discarded
+    open: bool = True
+    #: the stream error to answer with before the first piece (the payload is discarded)
+    failure: tuple[RstStatus, str] | None = None
+
+
+@dataclass(slots=True)
 class _Stream:
     local: bool
     replied: bool = False
@@ -127,6 +141,8 @@ class SpdyCodec:
     :param client: ``True`` on the side that dialled: it opens odd streams and sends odd pings
     :param max_header_block: the most bytes a decompressed header block may have
     :param max_control_frame: the largest control frame accepted, in bytes
+    :param max_headers: the most header values one block may carry; a block with more
+        fails its stream (``FRAME_TOO_LARGE``), not the session
     """
 
     def __init__(
@@ -136,6 +152,7 @@ class SpdyCodec:
         max_header_block: int = 256 * 1024,
         max_control_frame: int = 1024 * 1024,
         compression_level: int = zlib.Z_DEFAULT_COMPRESSION,
+        max_headers: int | None = None,
     ) -> None:
         self.client = client
         self._next_local_id = 1 if client else 2
@@ -146,6 +163,8 @@ class SpdyCodec:
         self._compressor = HeaderCompressor(compression_level)
         self._decompressor = HeaderDecompressor(max_header_block)
         self._max_control_frame = max_control_frame
+        self._max_headers = max_headers
+        self._data_frame: _DataFrame | None = None
         self._error: SessionError | None = None
 
     # -- state for the driver ------------------------------------------------------------
@@ -188,6 +207,10 @@ class SpdyCodec:
     def receive_data(self, data: bytes) -> list[Event]:
         """Parse *data* (any slice of the byte stream) into events.
 
+        A data frame's payload comes out as it arrives, in pieces (one
+        :class:`DataReceived` per piece, ``fin`` on the last), so the codec never holds
+        more than one read of it: the driver checks each piece against the windows at once.
+
         :raises SessionError: if the peer broke the protocol; the codec is then unusable
         """
         if self._error is not None:
@@ -197,11 +220,26 @@ class SpdyCodec:
         buffer = self._buffer
         position = 0
         try:
-            while len(buffer) - position >= 8:
+            while True:
+                frame = self._data_frame
+                if frame is not None:
+                    size = min(frame.remaining, len(buffer) - position)
+                    if not size and frame.remaining:
+                        break
+                    piece = bytes(buffer[position : position + size])
+                    position += size
+                    events.append(self._data_piece(frame, piece))
+                    continue
+                if len(buffer) - position < 8:
+                    break
                 first, second = _HEADER.unpack_from(buffer, position)
                 length = second & MAX_LENGTH
                 flags = second >> 24
-                if first & 0x80000000 and length > self._max_control_frame:
+                if not first & 0x80000000:
+                    position += 8
+                    self._data_frame = self._data_start(first, flags, length)
+                    continue
+                if length > self._max_control_frame:
                     raise SessionError(
                         f"control frame of {length} bytes exceeds {self._max_control_frame}",
                         limit="max_control_frame",
@@ -211,10 +249,7 @@ class SpdyCodec:
                     break
                 payload = bytes(buffer[position + 8 : end])
                 position = end
-                if first & 0x80000000:
-                    event = self._control((first >> 16) & 0x7FFF, first & 0xFFFF, flags, payload)
-                else:
-                    event = self._data(first, flags, payload)
+                event = self._control((first >> 16) & 0x7FFF, first & 0xFFFF, flags, payload)
                 if event is not None:
                     events.append(event)
         except SessionError as exc:
@@ -224,41 +259,50 @@ class SpdyCodec:
             del buffer[:position]
         return events
 
-    def _data(self, stream_id: int, flags: int, payload: bytes) -> Event | None:
+    def _data_start(self, stream_id: int, flags: int, length: int) -> _DataFrame:
+        """Decide, from its header alone, what becomes of a data frame's payload."""
         if stream_id == 0:
             raise SessionError("data frame on stream 0")
         if flags & ~FLAG_FIN:
             raise SessionError(f"data frame with unknown flags {flags:#x}")
         fin = bool(flags & FLAG_FIN)
+        frame = _DataFrame(stream_id=stream_id, fin=fin, remaining=length)
         stream = self._streams.get(stream_id)
         if stream is None:
             if self._was_opened(stream_id):
-                return DataReceived(stream_id=stream_id, data=payload, fin=fin, open=False)
-            return StreamFailed(
-                stream_id=stream_id,
-                status=RstStatus.INVALID_STREAM,
-                reason="data for a stream that was never opened",
-                discarded=len(payload),
-            )
-        if stream.remote_fin:
+                frame.open = False
+            else:
+                frame.failure = (
+                    RstStatus.INVALID_STREAM,
+                    "data for a stream that was never opened",
+                )
+        elif stream.remote_fin:
             self._forget(stream_id)
-            return StreamFailed(
-                stream_id=stream_id,
-                status=RstStatus.STREAM_ALREADY_CLOSED,
-                reason="data after the peer's FIN",
-                discarded=len(payload),
-            )
-        if stream.local and not stream.replied:
+            frame.failure = (RstStatus.STREAM_ALREADY_CLOSED, "data after the peer's FIN")
+        elif stream.local and not stream.replied:
             self._forget(stream_id)
-            return StreamFailed(
-                stream_id=stream_id,
-                status=RstStatus.PROTOCOL_ERROR,
-                reason="data before SYN_REPLY",
-                discarded=len(payload),
-            )
-        if fin:
+            frame.failure = (RstStatus.PROTOCOL_ERROR, "data before SYN_REPLY")
+        elif fin:
             self._remote_finished(stream_id, stream)
-        return DataReceived(stream_id=stream_id, data=payload, fin=fin)
+        return frame
+
+    def _data_piece(self, frame: _DataFrame, piece: bytes) -> Event:
+        frame.remaining -= len(piece)
+        last = not frame.remaining
+        if last:
+            self._data_frame = None
+        if frame.failure is not None:
+            # the stream error goes first; the rest of the payload is discarded
+            status, reason = frame.failure
+            frame.failure = None
+            frame.open = False
+            frame.fin = False
+            return StreamFailed(
+                stream_id=frame.stream_id, status=status, reason=reason, discarded=len(piece)
+            )
+        return DataReceived(
+            stream_id=frame.stream_id, data=piece, fin=frame.fin and last, open=frame.open
+        )
 
     def _control(self, version: int, kind: int, flags: int, payload: bytes) -> Event | None:
         if version != VERSION:
@@ -309,7 +353,16 @@ class SpdyCodec:
     def _headers(self, compressed: bytes, stream_id: int) -> Pairs | StreamFailed:
         block = self._decompressor.decompress(compressed)
         try:
-            return decode_header_block(block)
+            return decode_header_block(block, self._max_headers)
+        except TooManyHeaders as exc:
+            # the block was decompressed in full, so the context is intact: the draft's
+            # status for a header block this side cannot support
+            return StreamFailed(
+                stream_id=stream_id,
+                status=RstStatus.FRAME_TOO_LARGE,
+                reason=str(exc),
+                limit="max_headers",
+            )
         except ValueError as exc:
             # the compression context is intact, so only the stream fails
             return StreamFailed(

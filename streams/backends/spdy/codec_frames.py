@@ -211,12 +211,16 @@ class WindowUpdateReceived:
 class StreamFailed:
     """A stream error: answer with ``RST_STREAM`` *status*; the session goes on.
 
-    ``discarded`` counts data bytes that were dropped with it (session window credit)."""
+    ``discarded`` counts data bytes that were dropped with it: they count against the
+    session window, and their credit goes back at once. The rest of a data frame that
+    arrives later comes as :class:`DataReceived` with ``open`` false."""
 
     stream_id: int
     status: RstStatus
     reason: str
     discarded: int = 0
+    #: the name of the configured limit the stream went over, if that was the cause
+    limit: str | None = None
 
 
 Event = (

@@ -12,9 +12,14 @@ from .codec_frames import _U32, Pairs, SessionError
 __all__ = [
     "HeaderCompressor",
     "HeaderDecompressor",
+    "TooManyHeaders",
     "decode_header_block",
     "encode_header_block",
 ]
+
+
+class TooManyHeaders(ValueError):
+    """A header block carries more values than the receiver accepts."""
 
 
 def encode_header_block(headers: Iterable[tuple[str, str]]) -> bytes:
@@ -44,9 +49,12 @@ def encode_header_block(headers: Iterable[tuple[str, str]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_header_block(block: bytes) -> Pairs:
+def decode_header_block(block: bytes, max_headers: int | None = None) -> Pairs:
     """Parse an uncompressed name/value block into pairs, one per value.
 
+    :param max_headers: the most values (pairs out) accepted; ``None``: no limit
+    :raises TooManyHeaders: if the block carries more than *max_headers* values (several
+        values of one name, joined with NUL, count one each)
     :raises ValueError: if the block is malformed, a name is empty, holds a NUL, is not
         lower case or is repeated, or a value list has an empty member
     """
@@ -58,6 +66,8 @@ def decode_header_block(block: bytes) -> Pairs:
     # each pair needs at least 8 bytes: a huge count cannot make us loop for long
     if count > (len(view) - 4) // 8:
         raise ValueError(f"header block announces {count} pairs in {len(view)} bytes")
+    if max_headers is not None and count > max_headers:
+        raise TooManyHeaders(f"header block of {count} names, more than {max_headers}")
     seen: set[bytes] = set()
     pairs: list[tuple[str, str]] = []
     for _ in range(count):
@@ -74,6 +84,10 @@ def decode_header_block(block: bytes) -> Pairs:
             raise ValueError(f"header name {name!r} appears twice")
         seen.add(name)
         text_name = name.decode("utf-8", "surrogateescape")
+        if max_headers is not None and len(pairs) + value.count(b"\x00") + 1 > max_headers:
+            # counted before splitting: a value of NULs would otherwise become as many
+            # objects as it has bytes
+            raise TooManyHeaders(f"header block of more than {max_headers} values")
         values = value.split(b"\x00")
         if len(values) > 1 and not all(values):
             raise ValueError(f"header {text_name!r} has an empty value among several")

@@ -16,23 +16,18 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 
 from ..._core.errors import (
-    ConnectionLost,
     ErrorCode,
     GoingAway,
     LimitExceeded,
-    ProtocolError,
-    ProviderClosed,
     StreamRejected,
 )
-from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
+from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers
 from ..._core.stream import AcceptState, MuxStream
-from ..._core.transport import OutboundBuffer
 from . import codec as spdy
-from ._lifecycle import InnerTaskGroupProvider
+from ._session import SpdySession
 from .codec import GoAwayStatus, RstStatus, SessionError, SettingId
 from .settings import REJECT_REASON, REJECT_RETRYABLE, SpdySettings, error_code, rst_status
 from .stream import SpdyStream
@@ -42,7 +37,7 @@ __all__ = ["SpdyProvider", "SpdySettings", "SpdyStream", "error_code", "rst_stat
 logger = logging.getLogger("streams.spdy")
 
 
-class SpdyProvider(InnerTaskGroupProvider):
+class SpdyProvider(SpdySession):
     """One SPDY/3.1 session on a byte stream. An async context manager.
 
     :param transport: the connection (TCP, TLS, Unix, or an upgraded HTTP/1.1 connection)
@@ -52,138 +47,14 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     backend_name = "spdy"
 
-    def __init__(
-        self,
-        transport: anyio.abc.ByteStream,
-        *,
-        client: bool,
-        settings: SpdySettings | None = None,
-    ) -> None:
-        settings = settings if settings is not None else SpdySettings()
-        super().__init__(settings)
-        self.spdy_settings = settings
-        self._transport = transport
-        self.codec = spdy.SpdyCodec(
-            client=client,
-            max_header_block=settings.max_header_block,
-            max_control_frame=settings.max_control_frame,
-            compression_level=settings.compression_level,
-        )
-        self._out = OutboundBuffer(transport, settings.write_buffer)
-        self._no_flow_control = settings.no_flow_control
-        self._peer_initial_window = spdy.DEFAULT_WINDOW
-        self._session_send = SendWindow(spdy.DEFAULT_WINDOW)
-        self._session_recv = ReceiveWindow(settings.session_window)
-        self._session_waiter: anyio.Event | None = None
-        self._consumed_waiter: anyio.Event | None = None
-        self._pings: dict[int, tuple[float, anyio.Event]] = {}
-        self._confirming: dict[int, SpdyStream] = {}
-        self._confirmations: anyio.Event | None = None
-        self._peer_max_streams: int | None = None
-        self._peer_speaks_full_spdy = False
-        self._goaway_sent = False
-        self._writer_done = anyio.Event()
-        self._frames_received = 0
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    async def _start(self, task_group: TaskGroup) -> None:
-        settings = self.spdy_settings
-        self._out.write(
-            self.codec.settings(
-                [
-                    (SettingId.INITIAL_WINDOW_SIZE, settings.receive_window),
-                    (SettingId.MAX_CONCURRENT_STREAMS, settings.max_incoming_streams),
-                ]
-            )
-        )
-        if settings.session_window > spdy.DEFAULT_WINDOW:
-            self._out.write(
-                self.codec.window_update(0, settings.session_window - spdy.DEFAULT_WINDOW)
-            )
-        task_group.start_soon(self._run_writer)
-        task_group.start_soon(self._read_loop)
-        if settings.keepalive_interval is not None:
-            task_group.start_soon(self._keepalive, settings.keepalive_interval)
-        await anyio.lowlevel.checkpoint()
-
-    async def _run_writer(self) -> None:
-        try:
-            await self._out.run(self._write_failed)
-        finally:
-            self._writer_done.set()
-
-    def _write_failed(self, error: BaseException) -> None:
-        if not self._close_started:
-            self._fail(ConnectionLost(f"writing to the peer failed: {error}"))
-
-    async def _close_transport(self) -> None:
-        # data held for a reply's confirmation must reach the peer before GOAWAY
-        with anyio.move_on_after(1.0):
-            while self._confirming and self.failure is None:
-                waiter = self._confirmations = self._confirmations or anyio.Event()
-                await waiter.wait()
-        for stream in list(self._confirming.values()):
-            self._release(stream)
-        self._confirming.clear()
-        if not self._goaway_sent and self.failure is None:
-            self._goaway_sent = True
-            self._out.write(self.codec.goaway())
-        self._out.close()
-        with anyio.move_on_after(1.0):
-            await self._writer_done.wait()
-        await anyio.aclose_forcefully(self._transport)
-
-    def _fail(self, error: ConnectionLost) -> None:
-        self.fail(error)
-        self._wake_session()
-        self._wake_consumed()
-        self._wake_confirmations()
-        for _, event in self._pings.values():
-            event.set()
-
-    def _fail_session(self, error: SessionError) -> None:
-        """The peer broke the protocol: ``GOAWAY`` with the status, then close."""
-        if not self._goaway_sent:
-            self._goaway_sent = True
-            self._out.write(self.codec.goaway(error.status))
-        self._out.close()
-        failure: ConnectionLost
-        if error.limit is not None:
-            failure = LimitExceeded(error.limit, str(error))
-        else:
-            failure = ProtocolError(f"the peer broke SPDY: {error}", ErrorCode.PROTOCOL_ERROR)
-        logger.info("closing a SPDY session: %s", error)
-        self._fail(failure)
-
-    # -- reading -------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                try:
-                    data = await self._transport.receive(256 * 1024)
-                except anyio.EndOfStream:
-                    self._fail(self._going_away or ConnectionLost("the peer closed the connection"))
-                    return
-                for event in self.codec.receive_data(data):
-                    await self._handle(event)
-        except SessionError as exc:
-            self._fail_session(exc)
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            # also while closing here: streams still draining must learn the peer is gone
-            self._fail(ConnectionLost(f"reading from the peer failed: {exc!r}"))
-        finally:
-            if self.failure is not None and not self._close_started:
-                # let a GOAWAY already queued reach the peer, then drop the connection
-                self._out.close()
-                with anyio.CancelScope(shield=True):
-                    with anyio.move_on_after(1.0):
-                        await self._writer_done.wait()
-                    await anyio.aclose_forcefully(self._transport)
+    # -- frame handlers --------------------------------------------------------------------
 
     async def _handle(self, event: spdy.Event) -> None:
         self._frames_received += 1
+        if type(event) is not spdy.DataReceived or not event.data:
+            assert self._guard is not None
+            ours = type(event) is spdy.PingReceived and self.codec.is_local_ping(event.ping_id)
+            self._guard.check_event(event, anyio.current_time(), answered_ping=not ours)
         match event:
             case spdy.DataReceived():
                 await self._on_data(event)
@@ -213,10 +84,7 @@ class SpdyProvider(InnerTaskGroupProvider):
     async def _on_data(self, event: spdy.DataReceived) -> None:
         size = len(event.data)
         if not self._no_flow_control:
-            try:
-                self._session_recv.on_data(size)
-            except FlowControlViolation as exc:
-                raise SessionError(f"session window: {exc}") from exc
+            self._charge_session(size)
         stream = self._stream(event.stream_id) if event.open else None
         if stream is None:
             self.session_consumed(size)
@@ -226,7 +94,8 @@ class SpdyProvider(InnerTaskGroupProvider):
             window.available = max(window.available, size)
         try:
             stream.on_data(event.data)
-        except FlowControlViolation:
+        except FlowControlViolation as exc:
+            self._stream_limit("receive_window", stream.stream_id, str(exc), "reset")
             stream.abort(ErrorCode.FLOW_CONTROL_ERROR)
             return
         if event.fin:
@@ -241,6 +110,16 @@ class SpdyProvider(InnerTaskGroupProvider):
 
     def _on_open(self, event: spdy.StreamOpened) -> None:
         settings = self.spdy_settings
+        if self._incoming_count >= settings.max_incoming_streams and not self._close_started:
+            # MuxProvider.incoming refuses it; say why
+            detail = f"{self._incoming_count} streams open"
+            self._stream_limit("max_incoming_streams", event.stream_id, detail, "refused")
+        size = sum(len(name) + len(value) for name, value in event.headers)
+        if self._header_bytes + size > settings.max_connection_headers:
+            detail = f"{self._header_bytes} header bytes held, {size} more"
+            self._stream_limit("max_connection_headers", event.stream_id, detail, "refused")
+            self._answer(self.codec.rst_stream(event.stream_id, RstStatus.REFUSED_STREAM))
+            return
         stream = SpdyStream(
             self,
             event.stream_id,
@@ -251,6 +130,8 @@ class SpdyProvider(InnerTaskGroupProvider):
             max_receive_window=settings.max_receive_window,
             max_frame=settings.max_frame_size,
         )
+        stream.header_bytes = size
+        self._header_bytes += size
         self.incoming(stream)
         if event.fin:
             stream.on_eof()
@@ -266,30 +147,11 @@ class SpdyProvider(InnerTaskGroupProvider):
         if confirm:
             ping_id = self.codec.next_ping_id()
             self._confirming[ping_id] = stream
-            self._out.write(self.codec.ping(ping_id))
+            self._answer(self.codec.ping(ping_id))
         else:
             self._release(stream)
         if event.fin:
             stream.on_eof()
-
-    def _release(self, stream: SpdyStream) -> None:
-        """Let the stream's data go: what was held first, then the FIN if it is due."""
-        if stream.released:
-            return
-        stream.released = True
-        if stream.state in ("reset", "failed", "rejected"):
-            stream.drop_held()
-            stream.eof_pending = False
-            return
-        # a stream that finished here while held (sent everything, read everything, closed)
-        # still owes the peer what it held
-        held, stream.held = stream.held, []
-        stream.held_bytes = 0
-        self._out.write(*held)
-        if stream.eof_pending:
-            stream.eof_pending = False
-            self._out.write(self.codec.data_header(stream.stream_id, 0, fin=True))
-        stream.wake_released()
 
     def _on_headers(self, event: spdy.HeadersReceived) -> None:
         stream = self._stream(event.stream_id)
@@ -331,7 +193,9 @@ class SpdyProvider(InnerTaskGroupProvider):
             try:
                 self._session_send.grow(event.delta)
             except FlowControlViolation as exc:
-                raise SessionError(f"session window: {exc}") from exc
+                raise LimitExceeded(
+                    "window_overflow", f"session window: {exc}", ErrorCode.FLOW_CONTROL_ERROR
+                ) from None
             self._wake_session()
             return
         stream = self._stream(event.stream_id)
@@ -339,27 +203,33 @@ class SpdyProvider(InnerTaskGroupProvider):
             return
         try:
             stream.on_window_update(event.delta)
-        except FlowControlViolation:
+        except FlowControlViolation as exc:
+            self._stream_limit("window_overflow", stream.stream_id, str(exc), "reset")
             stream.abort(ErrorCode.FLOW_CONTROL_ERROR)
 
     def _on_settings(self, event: spdy.SettingsReceived) -> None:
         self._peer_speaks_full_spdy = True
+        window: int | None = None
         for setting, value in event.settings:
             if setting == SettingId.MAX_CONCURRENT_STREAMS:
                 self._peer_max_streams = value
             elif setting == SettingId.INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise SessionError(f"initial window of {value} bytes")
-                delta = value - self._peer_initial_window
-                self._peer_initial_window = value
-                if self._no_flow_control or not delta:
-                    continue
-                for stream in list(self.streams.values()):
-                    stream.adjust_send_window(delta)
+                window = value
+        if window is None:
+            return
+        # only the last value counts: a frame repeating the setting a hundred thousand
+        # times must not shift every stream's window as many times
+        delta = window - self._peer_initial_window
+        self._peer_initial_window = window
+        if delta and not self._no_flow_control:
+            for stream in list(self.streams.values()):
+                stream.adjust_send_window(delta)
 
     def _on_ping(self, event: spdy.PingReceived) -> None:
         if not self.codec.is_local_ping(event.ping_id):
-            self._out.write(self.codec.ping(event.ping_id))
+            self._answer(self.codec.ping(event.ping_id))
             return
         confirmed = self._confirming.pop(event.ping_id, None)
         if confirmed is not None:
@@ -392,52 +262,23 @@ class SpdyProvider(InnerTaskGroupProvider):
                 stream.on_connection_lost(error)
 
     def _on_stream_failed(self, event: spdy.StreamFailed) -> None:
-        logger.info("SPDY stream %s failed: %s", event.stream_id, event.reason)
+        if event.limit is not None:
+            self._stream_limit(event.limit, event.stream_id, event.reason, "refused")
+        else:
+            logger.info("SPDY stream %s failed: %s", event.stream_id, event.reason)
         if event.discarded:
+            # dropped data still counts against the session window, or a peer could
+            # earn credit without limit by sending to streams that do not exist
+            if not self._no_flow_control:
+                self._charge_session(event.discarded)
             self.session_consumed(event.discarded)
         stream = self._stream(event.stream_id)
         if stream is not None and not stream.finished:
             stream.abort(error_code(event.status))
         else:
-            self._out.write(self.codec.rst_stream(event.stream_id, event.status))
+            self._answer(self.codec.rst_stream(event.stream_id, event.status))
 
-    # -- the session window --------------------------------------------------------------
-
-    def session_consumed(self, size: int) -> None:
-        """*size* bytes left a stream's buffer (read or dropped): credit the session."""
-        if self._no_flow_control:
-            self._wake_consumed()
-            return
-        if size and self.failure is None:
-            increment = self._session_recv.on_consumed(size)
-            if increment:
-                self._out.write(self.codec.window_update(0, increment))
-
-    def session_credit_back(self, size: int) -> None:
-        """Data that took session credit was never sent: the credit is ours again."""
-        if not self._no_flow_control and size:
-            self._session_send.grow(size)
-            self._wake_session()
-
-    def _wake_confirmations(self) -> None:
-        waiter, self._confirmations = self._confirmations, None
-        if waiter is not None:
-            waiter.set()
-
-    def _wake_session(self) -> None:
-        waiter, self._session_waiter = self._session_waiter, None
-        if waiter is not None:
-            waiter.set()
-
-    def _wake_consumed(self) -> None:
-        waiter, self._consumed_waiter = self._consumed_waiter, None
-        if waiter is not None:
-            waiter.set()
-
-    def _initial_send_window(self) -> int:
-        return MAX_WINDOW if self._no_flow_control else self._peer_initial_window
-
-    # -- writing (the MuxProvider and StreamOwner hooks) ---------------------------------
+    # -- writing (the MuxProvider and StreamOwner hooks) -----------------------------------
 
     def create_local_stream(self, headers: Headers) -> MuxStream:
         try:
@@ -473,12 +314,12 @@ class SpdyProvider(InnerTaskGroupProvider):
             frame = self.codec.syn_reply(stream.stream_id, response_headers.lowercased())
         except ValueError as exc:
             logger.warning("stream %s: cannot send the response headers: %s", stream, exc)
-            self._out.write(self.codec.rst_stream(stream.stream_id, RstStatus.INTERNAL_ERROR))
+            self._answer(self.codec.rst_stream(stream.stream_id, RstStatus.INTERNAL_ERROR))
             assert isinstance(stream, SpdyStream)
             stream.on_wire = False
             stream.abort(ErrorCode.INTERNAL_ERROR)
             return
-        self._out.write(frame)
+        self._answer(frame)
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         extra = Headers(rejection.response_headers)
@@ -489,8 +330,9 @@ class SpdyProvider(InnerTaskGroupProvider):
                 frame = self.codec.headers(stream.stream_id, extra.lowercased())
             except ValueError:
                 frame = b""
-            self._out.write(frame)
-        self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(rejection.code)))
+            if frame:
+                self._answer(frame)
+        self._answer(self.codec.rst_stream(stream.stream_id, rst_status(rejection.code)))
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         assert isinstance(stream, SpdyStream)
@@ -498,6 +340,10 @@ class SpdyProvider(InnerTaskGroupProvider):
         hold_limit = self.spdy_settings.receive_window
         try:
             while remaining:
+                if self._out.queued > self.spdy_settings.write_buffer:
+                    # before writing, not only after: many streams writing at once must
+                    # not each add a frame to a queue that is already full
+                    await self._out.drain()
                 room = len(remaining)
                 if not stream.released:
                     if stream.finished:
@@ -556,13 +402,13 @@ class SpdyProvider(InnerTaskGroupProvider):
         stream.eof_pending = False
         stream.drop_held()
         if stream.on_wire:
-            self._out.write(self.codec.rst_stream(stream.stream_id, rst_status(code)))
+            self._answer(self.codec.rst_stream(stream.stream_id, rst_status(code)))
 
     def write_window_update(self, stream: MuxStream, increment: int) -> None:
         if self._no_flow_control:
             self._wake_consumed()
             return
-        self._out.write(self.codec.window_update(stream.stream_id, increment))
+        self._answer(self.codec.window_update(stream.stream_id, increment))
 
     def write_goaway(self) -> None:
         mode = self.spdy_settings.goaway
@@ -572,59 +418,11 @@ class SpdyProvider(InnerTaskGroupProvider):
             self._out.write(self.codec.goaway())
 
     def stream_finished(self, stream: MuxStream) -> None:
+        if self.streams.get(stream.stream_id) is stream and isinstance(stream, SpdyStream):
+            self._header_bytes -= stream.header_bytes
         super().stream_finished(stream)
         self._wake_consumed()
         self._wake_session()
 
     def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._out.extra_attributes
-
-    # -- ping ----------------------------------------------------------------------------
-
-    @property
-    def max_streams(self) -> int | None:
-        return self._peer_max_streams
-
-    async def ping(self) -> float:
-        """Send a ``PING`` and return the round-trip time in seconds.
-
-        :raises ~streams.ConnectionLost: if the connection failed first
-        :raises ~streams.ProviderClosed: if the provider was closed here
-        """
-        if self._closed_locally:
-            raise ProviderClosed()
-        if self.failure is not None:
-            raise self.failure
-        ping_id = self.codec.next_ping_id()
-        waiter = anyio.Event()
-        started = anyio.current_time()
-        self._pings[ping_id] = (started, waiter)
-        self._out.write(self.codec.ping(ping_id))
-        try:
-            await waiter.wait()
-        finally:
-            self._pings.pop(ping_id, None)
-        if self.failure is not None:
-            raise self.failure
-        if self._closed_locally:
-            raise ProviderClosed()
-        rtt = self._rtt = anyio.current_time() - started
-        return rtt
-
-    async def _keepalive(self, interval: float) -> None:
-        timeout = self.spdy_settings.keepalive_timeout
-        while self.failure is None and not self._close_started:
-            await anyio.sleep(interval)
-            seen = self._frames_received
-            try:
-                with anyio.move_on_after(timeout):
-                    await self.ping()
-                    continue
-            except anyio.ClosedResourceError:
-                return
-            except ConnectionLost:
-                return
-            if self._frames_received == seen and not self._close_started:
-                self._fail(ConnectionLost(f"no answer to a keepalive ping within {timeout} s"))
-                await anyio.aclose_forcefully(self._transport)
-                return

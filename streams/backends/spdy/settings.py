@@ -97,6 +97,14 @@ class SpdySettings(MuxSettings):
     compression_level: int = -1
     #: bytes queued for the socket before data writers wait
     write_buffer: int = 1024 * 1024
+    #: decompressed header bytes the peer's open streams may hold in all; a new stream
+    #: past it is refused (``REFUSED_STREAM``), so that many streams with large headers
+    #: cannot add up to more than this
+    max_connection_headers: int = 16 * 1024 * 1024
+    #: bytes of answers (replies, pongs, resets, window updates) queued for a peer that
+    #: does not read them; past it (or past ``max_queued_control_frames`` answers) the
+    #: session is closed
+    max_queued_control_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
         MuxSettings.__post_init__(self)
@@ -118,3 +126,7 @@ class SpdySettings(MuxSettings):
             raise ConfigError("must be between -1 and 9", path="compression_level")
         if self.write_buffer < 1024:
             raise ConfigError("must be at least 1024", path="write_buffer")
+        if self.max_connection_headers < self.max_header_block:
+            raise ConfigError("must be at least max_header_block", path="max_connection_headers")
+        if self.max_queued_control_bytes < 64 * 1024:
+            raise ConfigError("must be at least 65536", path="max_queued_control_bytes")

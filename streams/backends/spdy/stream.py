@@ -41,6 +41,8 @@ class SpdyStream(MuxStream):
         #: data may go on the wire: the peer accepted the stream (and, for a peer like
         #: docker/spdystream, confirmed it with a ping); always true for the peer's streams
         self.released = not self.local
+        #: the decompressed size of the peer's headers (for ``max_connection_headers``)
+        self.header_bytes = 0
         self._release_waiter: anyio.Event | None = None
 
     async def wait_released(self) -> None:

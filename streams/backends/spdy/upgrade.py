@@ -19,6 +19,7 @@ from ..._core.headers import Headers, HeadersLike
 
 __all__ = [
     "PROTOCOL",
+    "HeadTooLarge",
     "PrefixedStream",
     "UpgradeRefused",
     "parse_head",
@@ -41,6 +42,18 @@ class UpgradeRefused(ProtocolError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+class HeadTooLarge(UpgradeRefused):
+    """The HTTP head of the upgrade is longer than :data:`MAX_HEAD` bytes.
+
+    :ivar limit: the name of the limit, for the log line
+    """
+
+    limit = "max_upgrade_head"
+
+    def __init__(self) -> None:
+        super().__init__(f"the HTTP head is longer than {MAX_HEAD} bytes", 431)
 
 
 class PrefixedStream(anyio.abc.ByteStream):
@@ -106,12 +119,16 @@ def is_upgrade_request(headers: Headers) -> bool:
 
 async def _read_head(stream: anyio.abc.ByteStream) -> tuple[bytes, bytes]:
     buffer = bytearray()
+    searched = 0
     while True:
-        end = buffer.find(b"\r\n\r\n")
+        # only the new bytes (and the three before them) are searched: a head sent a byte
+        # at a time must not cost a search of the whole buffer per byte
+        end = buffer.find(b"\r\n\r\n", searched)
         if end >= 0:
             return bytes(buffer[:end]), bytes(buffer[end + 4 :])
         if len(buffer) > MAX_HEAD:
-            raise UpgradeRefused(f"the HTTP head is longer than {MAX_HEAD} bytes")
+            raise HeadTooLarge()
+        searched = max(0, len(buffer) - 3)
         try:
             buffer += await stream.receive(65536)
         except anyio.EndOfStream:
@@ -141,6 +158,9 @@ async def upgrade_client(
     try:
         await stream.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         head, rest = await _read_head(stream)
+    except UpgradeRefused:
+        # a ProtocolError, so a BrokenResourceError too: not a failure of the connection
+        raise
     except (OSError, anyio.BrokenResourceError) as exc:
         raise ConnectionLost(f"the upgrade failed: {exc!r}") from exc
     try:
@@ -160,10 +180,18 @@ async def upgrade_server(stream: anyio.abc.ByteStream) -> tuple[anyio.abc.ByteSt
     Anything else gets ``400 Bad Request`` and the connection is refused.
 
     :return: the stream to run SPDY on, and the request's headers
+    :raises HeadTooLarge: if the request's head is too long (answered with ``431``)
     :raises UpgradeRefused: if the request does not ask for SPDY/3.1
     """
     try:
-        head, rest = await _read_head(stream)
+        try:
+            head, rest = await _read_head(stream)
+        except HeadTooLarge:
+            await stream.send(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+            )
+            raise
         try:
             request_line, headers = parse_head(head)
         except ValueError as exc:
@@ -177,6 +205,9 @@ async def upgrade_server(stream: anyio.abc.ByteStream) -> tuple[anyio.abc.ByteSt
             f"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
             f"Upgrade: {PROTOCOL}\r\n\r\n".encode("latin-1")
         )
+    except UpgradeRefused:
+        # a ProtocolError, so a BrokenResourceError too: not a failure of the connection
+        raise
     except (OSError, anyio.BrokenResourceError) as exc:
         raise ConnectionLost(f"the upgrade failed: {exc!r}") from exc
     return PrefixedStream(stream, rest), headers
