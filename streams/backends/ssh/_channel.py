@@ -271,11 +271,13 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             with anyio.move_on_after(_WRITE_POLL):
                 await waiter.wait()
         if self.lost or self.chan is None:
-            raise self.error or StreamReset(ErrorCode.CANCEL, remote=True)
+            raise self.error or self.provider.failure or StreamReset(ErrorCode.CANCEL, remote=True)
         try:
             self.chan.write(bytes(data))
         except OSError as exc:
-            raise StreamReset(ErrorCode.CANCEL, remote=True) from exc
+            # a channel closed under the write: by the whole connection failing (its error
+            # is the one to see), or by the peer alone (a reset)
+            raise self._closed_under_write() from exc
         await anyio.lowlevel.checkpoint()
 
     def write_eof(self) -> None:
@@ -341,6 +343,17 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             return
         if chan.get_write_buffer_size() == 0:
             chan.close()
+
+    def _closed_under_write(self) -> BaseException:
+        if self.error is not None:
+            return self.error
+        if self.provider.failure is not None:
+            return self.provider.failure
+        conn = self.provider.conn
+        if conn is not None and conn._transport is None:
+            # asyncssh closes the channels before it reports the connection's end
+            return ConnectionLost("the ssh connection closed")
+        return StreamReset(ErrorCode.CANCEL, remote=True)
 
     def inbound_held(self) -> int:
         """Bytes of the peer's data held for this channel and not read by the application:

@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import asyncssh
 from asyncssh.constants import (
+    DEFAULT_LANG,
     MSG_CHANNEL_DATA,
     MSG_CHANNEL_EXTENDED_DATA,
     MSG_CHANNEL_OPEN,
     MSG_CHANNEL_REQUEST,
+    MSG_CHANNEL_WINDOW_ADJUST,
     MSG_DEBUG,
     MSG_GLOBAL_REQUEST,
     MSG_UNIMPLEMENTED,
@@ -62,6 +64,9 @@ DISCONNECT_GRACE = 2.0
 #: running total only grows between recounts, so this bounds how far past
 #: ``max_connection_buffer`` a peer gets before it is caught, and how often we count
 _RECOUNT_FRACTION = 16
+
+#: the largest window SSH can express (RFC 4254, section 5.2)
+MAX_SSH_WINDOW = 0xFFFFFFFF
 
 Handler = Callable[[Any, int, int, Any], Any]
 
@@ -168,7 +173,8 @@ class ConnectionGuard:
             transport.set_write_buffer_limits(high=self.ssh_settings.write_buffer)
 
     def watch_channel(self, chan: SSHChannel[bytes], session: ChannelSession) -> None:
-        """Count the packets of one channel from now on (its data and requests)."""
+        """Count the packets of one channel from now on (its data, requests and window
+        adjusts)."""
         handlers: dict[int, Handler] = dict(chan._packet_handlers)
 
         def on_data(kind: int, skip: int) -> Handler:
@@ -200,6 +206,26 @@ class ConnectionGuard:
                 return None
             return original_request(channel, pkttype, pktid, packet)
 
+        original_adjust = handlers[MSG_CHANNEL_WINDOW_ADJUST]
+
+        def on_adjust(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+            if self.tripped is not None:
+                return None
+            increment = _peek_u32(packet)
+            window = int(getattr(channel, "_send_window", 0))
+            if increment is not None and window + increment > MAX_SSH_WINDOW:
+                # RFC 4254 5.2: a window must not grow past 2**32-1
+                self.exceeded(
+                    LimitExceeded(
+                        "window_update_overflow",
+                        f"a window adjust of {increment} overflows a window of {window}",
+                        ErrorCode.FLOW_CONTROL_ERROR,
+                    )
+                )
+                return None
+            return original_adjust(channel, pkttype, pktid, packet)
+
+        handlers[MSG_CHANNEL_WINDOW_ADJUST] = on_adjust
         handlers[MSG_CHANNEL_DATA] = on_data(MSG_CHANNEL_DATA, 0)
         handlers[MSG_CHANNEL_EXTENDED_DATA] = on_data(MSG_CHANNEL_EXTENDED_DATA, 4)
         handlers[MSG_CHANNEL_REQUEST] = on_request
@@ -397,7 +423,8 @@ def disconnect(
     a peer whose reading lags behind (the usual case for a flooding peer) would see the
     connection reset instead of the reason. Here the socket is half-closed after what is
     queued, the message last; what the peer still sends is read and dropped; and the
-    socket is cut :data:`DISCONNECT_GRACE` seconds later at most.
+    socket is cut :data:`DISCONNECT_GRACE` seconds later at most. The channels are not
+    closed one by one first: the peer's streams fail with the connection's error.
     """
     transport = conn._transport
     if transport is not None:
@@ -411,4 +438,7 @@ def disconnect(
             loop.call_later(DISCONNECT_GRACE, abort)
 
         transport.abort = linger  # type: ignore[method-assign]
-    conn.disconnect(code, reason)
+    # not conn.disconnect(): it first closes every channel, which the peer would take
+    # for a reset of each stream before it learns that the whole connection failed
+    conn._send_disconnect(code, reason, DEFAULT_LANG)
+    conn._force_close(None)

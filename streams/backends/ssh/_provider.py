@@ -58,7 +58,7 @@ from ._config import (
     SSHAttribute,
     SSHSettings,
 )
-from ._limits import ConnectionGuard
+from ._limits import ConnectionGuard, disconnect
 
 __all__ = ["SSHProvider"]
 
@@ -202,7 +202,8 @@ class SSHProvider(MuxProvider):
         self.fail(error)
         self._transport_closed = True
         if conn is not None:
-            conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, message)
+            # after what is queued, so that the peer can read why
+            disconnect(conn, asyncssh.DISC_PROTOCOL_ERROR, message)
 
     def _limit_exceeded(self, error: LimitExceeded) -> None:
         # the guard disconnects the peer; every stream fails with the limit's error
