@@ -35,6 +35,7 @@ import pytest
 from asyncssh.constants import (
     MSG_CHANNEL_DATA,
     MSG_CHANNEL_REQUEST,
+    MSG_CHANNEL_WINDOW_ADJUST,
     MSG_GLOBAL_REQUEST,
 )
 from asyncssh.packet import Boolean, String, UInt32
@@ -135,7 +136,9 @@ class Attacker:
     def expect_global_reply(self) -> None:
         # asyncssh pairs each global answer with a waiter; the attacker's requests are
         # hand-made, so it registers the waiters itself (and never looks at them)
-        self.conn._global_request_waiters.append(asyncio.get_running_loop().create_future())
+        waiter = asyncio.get_running_loop().create_future()
+        self.conn._global_request_waiters.append(waiter)
+        self.pending.append(waiter)
 
     def keep(self, future: Any) -> None:
         self.pending.append(asyncio.ensure_future(future))
@@ -181,9 +184,13 @@ async def attacker(server: EchoServer, keys: Keys, **options: Any) -> AsyncItera
             await bridge.run(connect)
             yield attack
         finally:
-            if attack.conn is not None:
+            if attack.conn is None:
+                sock.close()
+            else:
+                # the transport owns the socket now: it closes it, off the loop's books
                 attack.conn.abort()
-            sock.close()
+                with anyio.move_on_after(5, shield=True):
+                    await bridge.run(attack.conn.wait_closed)
 
 
 # -- what every test checks ------------------------------------------------------------------
@@ -344,7 +351,9 @@ async def test_channel_request_flood(tight_server: EchoServer, keys: Keys) -> No
         await chan.connect(asyncssh.SSHUNIXSession, STREAM_PATH)
         attack.reading(False)
         for _ in range(2000):
-            chan._request_waiters.append(asyncio.get_running_loop().create_future())
+            waiter = asyncio.get_running_loop().create_future()
+            chan._request_waiters.append(waiter)
+            attack.pending.append(waiter)
             attack.send(
                 MSG_CHANNEL_REQUEST,
                 UInt32(chan._send_chan),
@@ -375,6 +384,24 @@ async def test_empty_data_flood_with_defaults(default_server: EchoServer, keys: 
 
     await _flood_then_check(
         default_server, keys, "empty data flood", "empty_frames_per_second", flood
+    )
+
+
+async def test_window_adjust_overflow_with_defaults(default_server: EchoServer, keys: Keys) -> None:
+    """Window adjusts that would grow a channel's send window past 2**32-1 (RFC 4254
+    5.2): a flow-control violation, the connection is closed."""
+
+    async def flood(attack: Attacker) -> None:
+        attack.reading(True)
+        chan = attack.conn.create_unix_channel()
+        await chan.connect(asyncssh.SSHUNIXSession, STREAM_PATH)
+        attack.reading(False)
+        for _ in range(4):
+            attack.send(MSG_CHANNEL_WINDOW_ADJUST, UInt32(chan._send_chan), UInt32(0xFFFFFFFF))
+        await asyncio.sleep(0)
+
+    await _flood_then_check(
+        default_server, keys, "window overflow", "window_update_overflow", flood
     )
 
 
