@@ -38,9 +38,11 @@ from asyncssh.constants import (
     MSG_CHANNEL_WINDOW_ADJUST,
     MSG_DEBUG,
     MSG_GLOBAL_REQUEST,
+    MSG_KEXINIT,
     MSG_UNIMPLEMENTED,
     MSG_USERAUTH_REQUEST,
 )
+from asyncssh.packet import UInt32
 
 from ..._core.errors import ErrorCode, LimitExceeded
 from ..._core.limits import FloodGuard, log_limit_exceeded
@@ -69,6 +71,21 @@ _RECOUNT_FRACTION = 16
 MAX_SSH_WINDOW = 0xFFFFFFFF
 
 Handler = Callable[[Any, int, int, Any], Any]
+
+#: where :class:`_Handlers` keeps the handler of message types asyncssh does not know
+_UNKNOWN = -1
+
+
+class _Handlers(dict[int, Handler]):
+    """A connection's packet table that also answers for the message types asyncssh does
+    not know (asyncssh looks a type up with ``in`` and answers an unknown one itself,
+    which the guard could not count)."""
+
+    def __contains__(self, kind: object) -> bool:
+        return True
+
+    def __missing__(self, kind: int) -> Handler:
+        return self[_UNKNOWN]
 
 
 def disconnect_code(error: LimitExceeded) -> int:
@@ -154,7 +171,8 @@ class ConnectionGuard:
     def install(self) -> None:
         """Count the connection's packets from now on, and watch its send buffer."""
         conn = self.conn
-        handlers: dict[int, Handler] = dict(type(conn)._packet_handlers)
+        handlers: dict[int, Handler] = _Handlers(type(conn)._packet_handlers)
+        handlers[_UNKNOWN] = self._unknown_message
         self._wrap(handlers, MSG_CHANNEL_OPEN, self._on_channel_open)
         self._wrap(handlers, MSG_GLOBAL_REQUEST, self._on_global_request)
         # not MSG_IGNORE: asyncssh sends one before every packet it encrypts, so a flood
@@ -162,6 +180,9 @@ class ConnectionGuard:
         for kind in (MSG_DEBUG, MSG_UNIMPLEMENTED):
             self._wrap(handlers, kind, self._on_empty)
         self._wrap(handlers, MSG_USERAUTH_REQUEST, self._on_auth_request)
+        # a key re-exchange is the costliest thing a peer can ask for (a Diffie-Hellman
+        # and a host key signature): SSH's nearest thing to a settings change
+        self._wrap(handlers, MSG_KEXINIT, self._on_kexinit)
         conn._packet_handlers = handlers
         # asyncssh leaves the transport's flow control unused; the guard takes it, so
         # that a sender waits while a peer does not read, and answers queued for such a
@@ -257,6 +278,24 @@ class ConnectionGuard:
 
     def _on_empty(self, packet: Any) -> None:
         self.count("empty_frames_per_second")
+
+    def _on_kexinit(self, packet: Any) -> None:
+        self.count("settings_per_second")
+        self.answer_queued()
+
+    def _unknown_message(self, conn: Any, pkttype: int, pktid: int, packet: Any) -> None:
+        # what asyncssh does for a message type it does not know (answer UNIMPLEMENTED,
+        # or fail a strict key exchange), counted: each costs an answer and does nothing
+        if self.tripped is not None:
+            return
+        if conn._strict_kex and not conn._recv_encryption:
+            raise asyncssh.ProtocolError(
+                f"Strict key exchange violation: unexpected packet type {pkttype} received"
+            )
+        self.count("empty_frames_per_second")
+        self.answer_queued()
+        if self.tripped is None:
+            conn.send_packet(MSG_UNIMPLEMENTED, UInt32(pktid))
 
     def _on_auth_request(self, packet: Any) -> None:
         self._auth_attempts += 1
