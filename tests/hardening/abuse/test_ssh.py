@@ -387,6 +387,20 @@ async def test_empty_data_flood_with_defaults(default_server: EchoServer, keys: 
     )
 
 
+async def test_unknown_message_flood_with_defaults(default_server: EchoServer, keys: Keys) -> None:
+    """Messages of a type SSH does not define, each of which asyncssh would answer with
+    ``UNIMPLEMENTED``: counted with the empty frames (100 per second, 1000 at once)."""
+
+    async def flood(attack: Attacker) -> None:
+        for _ in range(5000):
+            attack.send(200, String(b""))
+        await asyncio.sleep(0)
+
+    await _flood_then_check(
+        default_server, keys, "unknown messages", "empty_frames_per_second", flood
+    )
+
+
 async def test_window_adjust_overflow_with_defaults(default_server: EchoServer, keys: Keys) -> None:
     """Window adjusts that would grow a channel's send window past 2**32-1 (RFC 4254
     5.2): a flow-control violation, the connection is closed."""
