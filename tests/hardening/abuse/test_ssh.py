@@ -9,6 +9,9 @@ real key, which writes the messages of each attack (hand-built SSH messages thro
 ``send_packet`` where asyncssh's API would not misbehave) and stops reading its transport
 (``pause_reading``) for the attack, so that whatever the server answers piles up on the
 server's side. After the attack it reads again, to find the server's disconnect message.
+Three tests read while they attack, and say why: rapid reset (closing a channel takes the
+number the server's confirmation carries), and the limits that refuse one stream (the
+refusal is what they check).
 
 Two servers run for the whole module: one with the defaults, one with tightened limits
 (so that each attack trips its limit in a fraction of a second). Each test prints the
@@ -47,7 +50,7 @@ from tests.ssh.helpers import Keys, client_options, make_keys
 
 from .harness import EchoServer, attacker_socket, echo_server, echo_transfer
 
-pytestmark = [pytest.mark.anyio, pytest.mark.interop]
+pytestmark = pytest.mark.anyio
 
 #: the tightened limits of the second server: each attack trips its limit at once
 TIGHT = {
