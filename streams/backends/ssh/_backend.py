@@ -18,7 +18,8 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from ..._core.abc import Handler, Listener, StreamProvider
 from ..._core.backend import Backend, BackendOptions, SSHConfig
-from ..._core.errors import ConfigError, ConnectionLost, ErrorCode, StreamClosed
+from ..._core.errors import ConfigError, ConnectionLost, ErrorCode, LimitExceeded, StreamClosed
+from ..._core.limits import log_limit_exceeded
 from ..._core.mux import MuxSettings
 from ..._core.server import MergedListener, StreamServer
 from ..._core.transport import Address
@@ -26,11 +27,16 @@ from ._bridge import Bridge, open_bridge
 from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error
 from ._codec import CONTROL_PATH, STREAM_PATH
 from ._config import AuthenticationFailed, HostKeyNotVerified, SSHSettings
+from ._limits import ConnectionGuard
 from ._provider import SSHProvider
 
 __all__ = ["SSHBackend", "SSHStreamServer"]
 
 logger = logging.getLogger("streams.ssh")
+
+#: SSH compression is never negotiated: a zlib bomb in a packet would be inflated before
+#: any limit of ours could see it, and the payloads worth compressing are rarely here
+NO_COMPRESSION = ["none"]
 
 
 def split_settings(options: BackendOptions | None) -> tuple[SSHSettings, MuxSettings]:
@@ -90,9 +96,20 @@ class _ServerOwner(asyncssh.SSHServer):
         self._server = server
         self._provider: SSHProvider | None = None
         self._conn: asyncssh.SSHServerConnection | None = None
+        self._guard: ConnectionGuard | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
+        server = self._server
+        # installed before authentication: attempts are counted from the first packet
+        self._guard = ConnectionGuard(
+            conn,
+            server.settings,
+            server.ssh_settings,
+            server.bridge,
+            peer=conn.get_extra_info("peername"),
+        )
+        self._guard.install()
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -110,12 +127,22 @@ class _ServerOwner(asyncssh.SSHServer):
         # the provider starts only once the user is known: no channel can open before
         assert self._conn is not None
         with self._server.bridge.callback():
-            self._provider = self._server.adopt(self._conn)
+            self._provider = self._server.adopt(self._conn, self._guard)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._guard is not None:
+            self._guard.connection_lost()
         if self._provider is not None:
             with self._server.bridge.callback():
                 self._provider.transport_lost(exc)
+        elif isinstance(exc, asyncssh.ConnectionLost) and "login timeout" in str(exc).lower():
+            # asyncssh closes the socket by itself; the log line is ours
+            peer = self._guard.peer if self._guard is not None else "?"
+            error = LimitExceeded(
+                "login_timeout",
+                f"not authenticated within {self._server.ssh_settings.login_timeout:g} s",
+            )
+            log_limit_exceeded(logger, error, peer)
 
     def _require_provider(self) -> SSHProvider:
         if self._provider is None:
@@ -142,12 +169,22 @@ class _ServerOwner(asyncssh.SSHServer):
             raise asyncssh.ChannelOpenError(
                 asyncssh.OPEN_RESOURCE_SHORTAGE, "the server is closing"
             )
+        if dest_path == CONTROL_PATH and provider.control_requested:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "one control channel only"
+            )
         settings = provider.ssh_settings
-        chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
         if dest_path == CONTROL_PATH:
+            provider.control_requested = True
+            chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
             return chan, ControlSession(provider)
+        if provider.guard is not None:
+            provider.guard.admit_channel()
+        chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
         with provider.bridge.callback():
-            return chan, ChannelSession(provider, ChannelKind.STREAMS, opener=False)
+            session = ChannelSession(provider, ChannelKind.STREAMS, opener=False)
+        session.admitted = provider.guard is not None
+        return chan, session
 
     def unix_server_requested(self, listen_path: str) -> Any:
         if listen_path != STREAM_PATH or self._provider is None:
@@ -195,10 +232,12 @@ class SSHStreamServer(StreamServer):
     def connections(self) -> list[StreamProvider]:
         return list(self._providers)
 
-    def adopt(self, conn: asyncssh.SSHServerConnection) -> SSHProvider:
+    def adopt(
+        self, conn: asyncssh.SSHServerConnection, guard: ConnectionGuard | None = None
+    ) -> SSHProvider:
         """Make the provider of a new, authenticated connection and run it."""
         provider = SSHProvider(self.bridge, self.ssh_settings, self.settings, client=False)
-        provider.attach(conn)
+        provider.attach(conn, guard)
         if self._closing:
             conn.close()
         else:
@@ -305,6 +344,7 @@ class SSHBackend(Backend):
                         keepalive_interval=ssh_settings.keepalive_interval,
                         keepalive_count_max=ssh_settings.keepalive_count_max,
                         login_timeout=ssh_settings.login_timeout,
+                        compression_algs=NO_COMPRESSION,
                     )
             except TimeoutError:
                 raise ConnectionLost(
@@ -419,6 +459,7 @@ class SSHBackend(Backend):
                     keepalive_interval=ssh_settings.keepalive_interval,
                     keepalive_count_max=ssh_settings.keepalive_count_max,
                     login_timeout=ssh_settings.login_timeout,
+                    compression_algs=NO_COMPRESSION,
                 )
             except OSError as exc:
                 raise ConnectionLost(f"cannot listen on {address}: {exc}") from exc

@@ -22,7 +22,15 @@ from asyncssh.constants import MSG_CHANNEL_EOF
 from ..._core.errors import ConnectionLost, ErrorCode, ProtocolError, StreamReset
 from ..._core.flow import FlowControlViolation
 from ..._core.stream import MuxStream
-from ._codec import CodecError, ControlReader, FrameReader, OpenFrame, ReplyFrame
+from ._codec import (
+    CodecError,
+    ControlReader,
+    FrameReader,
+    HeaderLimitError,
+    OpenFrame,
+    ReplyFrame,
+    encode_reply,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -116,7 +124,22 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self.decision: asyncio.Future[Any] | None = None
         self._reader: FrameReader | None = None
         if kind is ChannelKind.STREAMS:
-            self._reader = FrameReader(reply=opener)
+            self._reader = FrameReader(
+                reply=opener,
+                max_body=provider.ssh_settings.max_header_block,
+                max_headers=provider.settings.max_headers,
+            )
+        #: bytes of data that arrived on the channel (counted as asyncssh receives them)
+        self.arrived = 0
+        #: bytes of data asyncssh delivered to this session (the rest it holds)
+        self.delivered = 0
+        #: ``True`` while this channel counts against the peer's ``max_incoming_streams``
+        self.admitted = False
+        self._closing_here = False
+        self._discarding = False
+        self.guard = provider.guard
+        if self.guard is not None:
+            self.guard.sessions.add(self)
         self._reading_paused = False
         self._writing_paused = False
         self._writer: anyio.Event | None = None
@@ -137,6 +160,8 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # an accepted channel: no packet can have arrived before this call
             watch_eof(chan, self)
         self.chan = chan
+        if self.guard is not None:
+            self.guard.watch_channel(chan, self)
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
         with self.provider.bridge.callback():
             if self.opener and self.kind is ChannelKind.STREAMS and self.stream is not None:
@@ -149,10 +174,16 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             self._wake_writer()
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.delivered += len(data)
+        if self._discarding:
+            return
         with self.provider.bridge.callback():
             if self._reader is not None:
                 try:
                     frame, data = self._reader.feed(data)
+                except HeaderLimitError as exc:
+                    self._refuse_headers(exc)
+                    return
                 except CodecError as exc:
                     self._protocol_error(str(exc))
                     return
@@ -175,6 +206,14 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._forget()
+        if exc is None and not self._closing_here and self.guard is not None:
+            stream = self.stream
+            if self._reader is not None or (
+                stream is not None and not stream.finished and not self.eof_seen
+            ):
+                # closed by the peer before the stream began or finished: a reset
+                self.guard.reset_seen()
         with self.provider.bridge.callback():
             self._wake_writer()
             stream = self.stream
@@ -209,7 +248,10 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     # -- what the provider asks ------------------------------------------------------------
 
     async def write(self, stream: MuxStream, data: memoryview) -> None:
-        """Put *data* in the channel, waiting while its send buffer is full."""
+        """Put *data* in the channel, waiting while its send buffer is full (or the
+        connection's, for a peer that does not read)."""
+        if self.guard is not None and self.guard.output_paused:
+            await self.guard.wait_writable()
         while self.chan is None or self._writing_paused:
             if self.lost:
                 break
@@ -229,11 +271,13 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             with anyio.move_on_after(_WRITE_POLL):
                 await waiter.wait()
         if self.lost or self.chan is None:
-            raise self.error or StreamReset(ErrorCode.CANCEL, remote=True)
+            raise self.error or self.provider.failure or StreamReset(ErrorCode.CANCEL, remote=True)
         try:
             self.chan.write(bytes(data))
         except OSError as exc:
-            raise StreamReset(ErrorCode.CANCEL, remote=True) from exc
+            # a channel closed under the write: by the whole connection failing (its error
+            # is the one to see), or by the peer alone (a reset)
+            raise self._closed_under_write() from exc
         await anyio.lowlevel.checkpoint()
 
     def write_eof(self) -> None:
@@ -263,6 +307,9 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._fail_decision()
         self._wake_writer()
         if self.chan is None:
+            # the channel may never open (refused, or the connection went): nothing of it
+            # is held any more
+            self._forget()
             if self._reset_pending is None:
                 self._reset_pending = True
             return
@@ -279,6 +326,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     def _close_channel(self, *, graceful: bool) -> None:
         chan = self.chan
         assert chan is not None
+        self._closing_here = True
         if not graceful:
             chan.abort()
         elif chan.get_write_buffer_size() == 0 or self.lost:
@@ -295,6 +343,57 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             return
         if chan.get_write_buffer_size() == 0:
             chan.close()
+
+    def _closed_under_write(self) -> BaseException:
+        if self.error is not None:
+            return self.error
+        if self.provider.failure is not None:
+            return self.provider.failure
+        conn = self.provider.conn
+        if conn is not None and conn._transport is None:
+            # asyncssh closes the channels before it reports the connection's end
+            return ConnectionLost("the ssh connection closed")
+        return StreamReset(ErrorCode.CANCEL, remote=True)
+
+    def inbound_held(self) -> int:
+        """Bytes of the peer's data held for this channel and not read by the application:
+        in asyncssh (reading paused), in an unfinished header frame, in the stream."""
+        held = self.arrived - self.delivered
+        if self._reader is not None:
+            held += self._reader.buffered
+        stream = self.stream
+        if stream is not None:
+            held += stream.buffered
+        return held
+
+    def release(self) -> None:
+        """Stop counting this channel against the peer's ``max_incoming_streams``."""
+        if self.admitted and self.guard is not None:
+            self.admitted = False
+            self.guard.release_channel()
+
+    def _forget(self) -> None:
+        self.release()
+        if self.guard is not None:
+            self.guard.sessions.discard(self)
+
+    def _refuse_headers(self, error: HeaderLimitError) -> None:
+        # a header frame over a limit refuses this stream only; the rest of what the peer
+        # sends on the channel is dropped unread
+        self._reader = None
+        self._discarding = True
+        if self.guard is not None:
+            self.guard.refused(error.limit, str(error))
+        if self.chan is None:
+            return
+        self.write_raw(
+            encode_reply(
+                accepted=False,
+                reason=f"limit {error.limit} exceeded: {error}",
+                code=ErrorCode.REFUSED_STREAM,
+            )
+        )
+        self._close_channel(graceful=True)
 
     def _has_room(self, stream: MuxStream) -> bool:
         return stream.receive_window.available >= self.provider.ssh_settings.max_packet

@@ -31,6 +31,7 @@ __all__ = [
     "ControlMessage",
     "ControlReader",
     "FrameReader",
+    "HeaderLimitError",
     "OpenFrame",
     "ReplyFrame",
     "encode_control",
@@ -64,6 +65,18 @@ _REPLY = struct.Struct("!BBI")
 
 class CodecError(ValueError):
     """The peer sent bytes that are not a valid frame."""
+
+
+class HeaderLimitError(CodecError):
+    """An open frame is valid but over a configured limit: the stream can be refused
+    without failing the connection.
+
+    :ivar limit: the name of the setting that was exceeded
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(f"{limit}: {message}")
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,10 +183,12 @@ class _Cursor:
         except UnicodeDecodeError as exc:
             raise CodecError("a header is not valid UTF-8") from exc
 
-    def headers(self) -> tuple[tuple[str, str], ...]:
+    def headers(self, max_headers: int | None = None) -> tuple[tuple[str, str], ...]:
         count = self.u32()
         if count > MAX_FRAME // 8:
             raise CodecError(f"{count} headers cannot fit in a frame")
+        if max_headers is not None and count > max_headers:
+            raise HeaderLimitError("max_headers", f"{count} headers, at most {max_headers}")
         pairs = []
         for _ in range(count):
             name = self.string()
@@ -192,15 +207,28 @@ class FrameReader:
 
     :param reply: ``True`` to read a :class:`ReplyFrame` (the opener's side), ``False`` to
         read an :class:`OpenFrame` (the acceptor's side)
+    :param max_body: the largest open frame body accepted (at most :data:`MAX_FRAME`)
+    :param max_headers: the most headers an open frame may carry
     """
 
-    def __init__(self, *, reply: bool) -> None:
+    def __init__(
+        self, *, reply: bool, max_body: int = MAX_FRAME, max_headers: int | None = None
+    ) -> None:
         self._reply = reply
         self._buffer = bytearray()
+        self._max_body = min(max_body, MAX_FRAME)
+        self._max_headers = max_headers
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while the frame is incomplete."""
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> tuple[OpenFrame | ReplyFrame | None, bytes]:
         """Add *data*; return the frame once complete (else ``None``) and the bytes after it.
 
+        :raises HeaderLimitError: if an open frame is over ``max_body`` (known from its
+            length prefix, before its body is buffered) or ``max_headers``
         :raises CodecError: if the bytes are not a valid frame
         """
         self._buffer += data
@@ -209,8 +237,13 @@ class FrameReader:
         version, length = _HEADER.unpack_from(self._buffer)
         if version != VERSION:
             raise CodecError(f"unknown frame version {version}")
-        if length > MAX_FRAME:
+        if length > MAX_FRAME and self._reply:
             raise CodecError(f"a frame of {length} bytes exceeds the limit of {MAX_FRAME}")
+        if length > self._max_body and not self._reply:
+            self._buffer = bytearray()
+            raise HeaderLimitError(
+                "max_header_block", f"a header frame of {length} bytes, at most {self._max_body}"
+            )
         end = _HEADER.size + length
         if len(self._buffer) < end:
             return None, b""
@@ -232,7 +265,7 @@ class FrameReader:
                 headers=cursor.headers(),
             )
         else:
-            frame = OpenFrame(headers=cursor.headers())
+            frame = OpenFrame(headers=cursor.headers(self._max_headers))
         cursor.end()
         return frame, rest
 

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 
 from ..._core.errors import ConfigError, ConnectionLost
+from ._codec import MAX_FRAME
 
 __all__ = [
     "CHANNEL_HEADER",
@@ -70,8 +71,19 @@ class SSHSettings:
     keepalive_interval: float = 15.0
     #: unanswered keepalives after which the connection is declared dead
     keepalive_count_max: int = 3
-    #: seconds the SSH handshake (and authentication) may take
+    #: seconds the SSH handshake (and authentication) may take; a connection that has
+    #: not authenticated by then is closed
     login_timeout: float = 30.0
+    #: bytes received on one connection and not yet read by the application (stream
+    #: buffers, data asyncssh holds for paused channels, unfinished header frames); more
+    #: closes the connection. SSH has no connection-level window, so without this bound
+    #: a peer could fill ``window`` bytes on every channel it opens
+    max_connection_buffer: int = 64 * 1024 * 1024
+    #: the largest header frame (the opener's headers) accepted on one stream, in bytes;
+    #: a larger one refuses that stream only
+    max_header_block: int = 64 * 1024
+    #: authentication requests one connection may make; one more disconnects it
+    max_auth_attempts: int = 20
 
     def __post_init__(self) -> None:
         if not 4096 <= self.window <= 0x7FFFFFFF:
@@ -88,6 +100,12 @@ class SSHSettings:
             raise ConfigError("must be at least 1", path="keepalive_count_max")
         if self.login_timeout <= 0:
             raise ConfigError("must be positive", path="login_timeout")
+        if self.max_connection_buffer < 1024 * 1024:
+            raise ConfigError("must be at least 1048576", path="max_connection_buffer")
+        if not 64 <= self.max_header_block <= MAX_FRAME:
+            raise ConfigError(f"must be between 64 and {MAX_FRAME}", path="max_header_block")
+        if self.max_auth_attempts < 1:
+            raise ConfigError("must be at least 1", path="max_auth_attempts")
 
     @classmethod
     def field_names(cls) -> set[str]:

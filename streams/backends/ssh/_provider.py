@@ -24,6 +24,7 @@ from ..._core.errors import (
     ConnectionLost,
     ErrorCode,
     GoingAway,
+    LimitExceeded,
     ProtocolError,
     StreamRejected,
 )
@@ -57,6 +58,7 @@ from ._config import (
     SSHAttribute,
     SSHSettings,
 )
+from ._limits import ConnectionGuard, disconnect
 
 __all__ = ["SSHProvider"]
 
@@ -110,12 +112,31 @@ class SSHProvider(MuxProvider):
         self._pings: dict[int, _Ping] = {}
         self._ping_counter = 0
         self._transport_closed = False
+        #: the connection's limits (made when the provider is attached)
+        self.guard: ConnectionGuard | None = None
+        #: ``True`` once the peer opened its control channel (one is allowed)
+        self.control_requested = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def attach(self, conn: AnyConnection) -> None:
-        """Bind the provider to its SSH connection (before it is entered)."""
+    def attach(self, conn: AnyConnection, guard: ConnectionGuard | None = None) -> None:
+        """Bind the provider to its SSH connection (before it is entered).
+
+        :param guard: the connection's limits, when they were installed before (a server
+            counts authentication attempts before a provider exists); else installed now
+        """
         self.conn = conn
+        if guard is None:
+            guard = ConnectionGuard(
+                conn,
+                self.settings,
+                self.ssh_settings,
+                self.bridge,
+                peer=conn.get_extra_info("peername"),
+            )
+            guard.install()
+        self.guard = guard
+        guard.on_exceeded = self._limit_exceeded
         try:
             self.loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -181,10 +202,19 @@ class SSHProvider(MuxProvider):
         self.fail(error)
         self._transport_closed = True
         if conn is not None:
-            conn.disconnect(asyncssh.DISC_PROTOCOL_ERROR, message)
+            # after what is queued, so that the peer can read why
+            disconnect(conn, asyncssh.DISC_PROTOCOL_ERROR, message)
+
+    def _limit_exceeded(self, error: LimitExceeded) -> None:
+        # the guard disconnects the peer; every stream fails with the limit's error
+        self._transport_closed = True
+        self.fail(error)
+        self._wake_pings()
 
     def transport_lost(self, exc: BaseException | None) -> None:
         """asyncssh reports that the connection ended."""
+        if self.guard is not None:
+            self.guard.connection_lost()
         self._wake_pings()
         if self._transport_closed:
             return
@@ -320,6 +350,8 @@ class SSHProvider(MuxProvider):
         """Server side: a ``direct-tcpip`` channel (``ssh -W``, ``ssh -L``) asks to open."""
         conn = self.conn
         assert isinstance(conn, asyncssh.SSHServerConnection)
+        if self.guard is not None:
+            self.guard.admit_channel()
         chan = conn.create_tcp_channel(
             window=self.ssh_settings.window, max_pktsize=self.ssh_settings.max_packet
         )
@@ -332,20 +364,26 @@ class SSHProvider(MuxProvider):
         )
         self._stamp_user(headers)
         session = ChannelSession(self, ChannelKind.TCP, opener=False)
+        session.admitted = self.guard is not None
 
         async def decide() -> ChannelSession:
             decision = asyncio.get_running_loop().create_future()
             session.decision = decision
-            with self.bridge.callback():
-                if self.is_closing:
-                    raise asyncssh.ChannelOpenError(
-                        asyncssh.OPEN_RESOURCE_SHORTAGE, "the server is closing"
-                    )
-                stream = self._new_stream(headers, local=False)
-                session.stream = stream
-                self.sessions[stream.stream_id] = session
-                self.incoming(stream)
-            await decision
+            try:
+                with self.bridge.callback():
+                    if self.is_closing:
+                        raise asyncssh.ChannelOpenError(
+                            asyncssh.OPEN_RESOURCE_SHORTAGE, "the server is closing"
+                        )
+                    stream = self._new_stream(headers, local=False)
+                    session.stream = stream
+                    self.sessions[stream.stream_id] = session
+                    self.incoming(stream)
+                await decision
+            except BaseException:
+                # refused: the channel never opens, so it never reports its close
+                session.finish()
+                raise
             return session
 
         return chan, decide()
@@ -454,6 +492,11 @@ class SSHProvider(MuxProvider):
         if message.kind == GOAWAY:
             self.on_goaway(GoingAway("the ssh peer is closing"))
         elif message.kind == PING and self._control is not None:
+            if self.guard is not None:
+                self.guard.count("pings_per_second")
+                self.guard.answer_queued()
+                if self.guard.tripped is not None:
+                    return
             self._control.send(encode_control(PONG, message.payload))
         elif message.kind == PONG:
             ping = self._pings.pop(message.payload, None)
