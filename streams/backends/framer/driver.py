@@ -558,17 +558,28 @@ class FramerProvider(MuxProvider):
         self._out.write(encode_data_header(stream_id, len(block), ACK | RST), block)
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
-        # bytes are immutable, so a view of them can wait in the queue without a copy
-        payload = data if isinstance(data.obj, bytes) else bytes(data)
-        self._out.write(encode_data_header(stream.stream_id, len(data)), payload)
-        if self._out.must_wait:
-            await self._out.drain()
+        out = self._out
+        if out.must_wait:
+            # wait for a turn before queueing, not after: if every stream queued its frame
+            # first, a peer that opens thousands of streams and reads none of their output
+            # would grow the queue by a frame per stream, past any bound
+            try:
+                await out.drain()
+            except BaseException:
+                # the frame never left: the credit it took returns to the stream
+                stream.adjust_send_window(len(data))
+                raise
             if self._failure is not None:
                 raise self._failure
             assert isinstance(stream, FramerStream)
             stream.progressed()
-        else:
-            await anyio.lowlevel.checkpoint()
+            # bytes are immutable, so a view of them can wait in the queue without a copy
+            payload = data if isinstance(data.obj, bytes) else bytes(data)
+            out.write(encode_data_header(stream.stream_id, len(data)), payload)
+            return
+        payload = data if isinstance(data.obj, bytes) else bytes(data)
+        out.write(encode_data_header(stream.stream_id, len(data)), payload)
+        await anyio.lowlevel.checkpoint()
 
     def write_eof(self, stream: MuxStream) -> None:
         self._out.write(encode_window_update(stream.stream_id, 0, FIN))
