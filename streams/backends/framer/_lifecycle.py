@@ -27,9 +27,10 @@ logger = logging.getLogger("streams.framer")
 #: seconds each step of stopping the reader and the writer may take (three steps stay
 #: within the 2 s that MuxProvider gives closing the transport)
 _STOP_WAIT = 0.6
-#: seconds a connection closed for the peer's fault keeps reading (and dropping) the
-#: peer's input while its Go Away is flushed; with the reader's wait, within the 2 s too
-_LINGER = 1.2
+#: seconds a connection closed for the peer's fault waits for its Go Away to be flushed
+#: (reading and dropping the peer's input meanwhile), before it half-closes and waits
+#: _STOP_WAIT more for the peer's close: together within those 2 s too
+_LINGER = 1.0
 
 
 class FramerLifecycle(MuxProvider):
@@ -120,9 +121,10 @@ class FramerLifecycle(MuxProvider):
 
     async def _discard_input(self) -> None:
         # closing a socket that holds unread input sends a TCP reset, which can destroy
-        # the Go Away still on its way: drop what the peer sends until the close
+        # the Go Away still on its way: drop what the peer sends until it closes its side
+        # (after our half-close) or _stop_io gives up on it
         receive = self._transport.receive
-        with anyio.move_on_after(_LINGER):
+        with anyio.move_on_after(_LINGER + _STOP_WAIT):
             while True:
                 try:
                     await receive(self.settings.read_size)
@@ -166,7 +168,9 @@ class FramerLifecycle(MuxProvider):
             anyio.move_on_after(_LINGER if self._lingering else _STOP_WAIT),
         ):
             await self._writer_done.wait()
-        if graceful and not self._reader_done.is_set():
+        # a connection closed for the peer's fault half-closes too: its Go Away then
+        # reaches a peer that reads, before the close (a reset would destroy it)
+        if (graceful or self._lingering) and not self._reader_done.is_set():
             with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
                 try:
                     await self._transport.send_eof()
@@ -174,6 +178,7 @@ class FramerLifecycle(MuxProvider):
                     NotImplementedError,
                     OSError,
                     anyio.BrokenResourceError,
+                    anyio.BusyResourceError,
                     anyio.ClosedResourceError,
                 ):
                     pass

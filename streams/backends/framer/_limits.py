@@ -3,9 +3,12 @@
 yamux has four frame types and no settings, so the floods that apply are: pings, streams
 opened, resets (rapid reset: SYN then RST at once), frames without effect (empty Data,
 Window Updates of nothing), and answers queued for a peer that does not read them. The
-rates come from :class:`~streams._core.limits.FloodGuard`; the queue bound counts what
-this side owes the peer (ping answers, stream acceptances and refusals) since the writer
-last took its queue, as Go's ``maxQueuedControlFrames`` does.
+rates come from :class:`~streams._core.limits.FloodGuard`. The queue bound counts what
+this side owes the peer (ping answers, stream acceptances and refusals) while the output
+is backed up past ``write_buffer``, as Go's ``maxQueuedControlFrames`` counts control
+frames queued behind a peer that does not read. (Counting every answer since the writer
+last ran would punish a peer that merely sends many frames in one read: the reader
+handles a whole read before the writer gets its turn.)
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class ConnectionLimits:
     :param peer: how to name the peer in log lines
     """
 
-    __slots__ = ("_answers", "_batch", "_guard", "_logged", "_max_answers", "_out", "peer")
+    __slots__ = ("_answers", "_guard", "_high_water", "_logged", "_max_answers", "_out", "peer")
 
     def __init__(
         self, settings: FramerSettings, out: OutboundBuffer, now: float, peer: object
@@ -41,8 +44,8 @@ class ConnectionLimits:
         self._guard = FloodGuard.from_settings(settings, now)
         self._out = out
         self._max_answers = settings.max_queued_control_frames
+        self._high_water = settings.write_buffer
         self._answers = 0
-        self._batch = out.batches
         self._logged: set[str] = set()
         self.peer = peer
 
@@ -58,13 +61,12 @@ class ConnectionLimits:
         """Count an answer of *size* bytes just queued for the peer.
 
         :raises ~streams.LimitExceeded: (``max_queued_control_frames``) if more answers
-            are queued than the peer has let us send
+            were queued while the output was backed up than the limit allows
         """
-        out = self._out
-        if out.batches != self._batch:
-            # the writer took the queue since: what was counted has left it
-            self._batch = out.batches
+        if self._out.queued <= self._high_water:
+            # the writer keeps up (it took the queue since the last count)
             self._answers = 0
+            return
         self._answers += 1 + size // ANSWER_UNIT
         if self._answers > self._max_answers:
             raise LimitExceeded(

@@ -395,7 +395,9 @@ class FramerProvider(FramerLifecycle):
                 try:
                     stream.on_window_update(event.increment)
                 except FlowControlViolation as exc:
-                    raise FramerProtocolError(str(exc), flow_control=True) from exc
+                    raise FramerProtocolError(
+                        str(exc), flow_control=True, limit="window_overflow"
+                    ) from exc
             if flags & FIN:
                 if stream_id in self._readers:
                     raise FramerProtocolError(f"stream {stream_id} ended before its headers")
