@@ -412,3 +412,23 @@ async def test_buffered_bytes_per_connection_with_the_defaults(anyio_backend: st
 
         sent = struct.unpack(">Q", await under_attack(server, attack))[0]
         print(f"  the server took {sent / 2**20:.0f} MiB before it stopped reading")
+
+
+async def test_unfinished_header_blocks_with_the_defaults(anyio_backend: str) -> None:
+    """The CONTINUATION floods' pattern (CVE-2024-27316): header blocks begun and never
+    finished, each held by the server. Streams whose headers are still arriving count
+    against max_incoming_streams (256), so what they hold is bounded."""
+    partial = b"\x01" + struct.pack(">I", 60_000) + b"\x00\x01" + b"p" * 59_000
+    with anyio.fail_after(60), framer_server(anyio_backend) as server:
+
+        def attack() -> bytes:
+            with attacker(server) as sock:
+                for i in range(300):
+                    sock.sendall(frame(DATA, SYN, 1 + 2 * i, len(partial), partial))
+                seen = read_for(sock, lambda data: len(refusals(parse(data))) >= 44)
+                still_answers(sock)
+                return seen
+
+        seen = await under_attack(server, attack)
+        assert sorted(refusals(parse(seen))) == [1 + 2 * i for i in range(256, 300)]
+        await server.wait_for_log("limit max_incoming_streams exceeded")
