@@ -432,3 +432,27 @@ async def test_unfinished_header_blocks_with_the_defaults(anyio_backend: str) ->
         seen = await under_attack(server, attack)
         assert sorted(refusals(parse(seen))) == [1 + 2 * i for i in range(256, 300)]
         await server.wait_for_log("limit max_incoming_streams exceeded")
+
+
+async def test_echo_backlog_of_many_streams_with_the_defaults(anyio_backend: str) -> None:
+    """Thousands of streams, each sending one 64 KiB frame whose echo is never read: every
+    stream's echo waits for room in the output instead of adding a frame to it, and the
+    stream limit bounds what the handlers hold (4000 streams took the server to 320 MB
+    before both)."""
+    block = open_block()
+    payload = b"e" * (64 * 1024)
+    with anyio.fail_after(60), framer_server(anyio_backend) as server:
+
+        def attack() -> bytes:
+            with attacker(server) as sock:
+                sock.settimeout(2.0)
+                try:
+                    for i in range(4000):
+                        body = block + payload
+                        sock.sendall(frame(DATA, SYN, 1 + 2 * i, len(body), body))
+                except TimeoutError:
+                    pass
+            return b""
+
+        await under_attack(server, attack)
+        await server.wait_for_log("limit max_incoming_streams exceeded")
