@@ -297,12 +297,15 @@ async def test_floods_close_the_connection_naming_the_limit(
         ):
             provider.listen()
             await peer.send(frames)
-            sent = await read_until_closed(peer)
+            # the Go Away is the last frame: the provider half-closes after it
+            sent = await read_until(peer, encode_go_away(1))
             assert sent.endswith(encode_go_away(1)), sent[-24:]  # type: ignore[arg-type]
+            assert await read_until_closed(peer) == b""
             assert isinstance(provider.failure, LimitExceeded)
             assert provider.failure.limit == limit
             assert provider.failure.code == ErrorCode.ENHANCE_YOUR_CALM
             assert f"limit {limit} exceeded" in caplog.text
+            await peer.aclose()  # the provider waits for the peer's close after its own
 
 
 @pytest.mark.anyio
