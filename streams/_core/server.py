@@ -18,6 +18,7 @@ from .abc import Handler, Listener, Stream, StreamProvider
 from .errors import ErrorCode, GoingAway, StreamClosed
 from .queue_listener import QueueListener
 from .tasks import TaskHost
+from .transport import pause_reading_until_asked
 
 __all__ = ["ConnectionServer", "MergedListener", "StreamServer"]
 
@@ -177,6 +178,7 @@ class ConnectionServer(StreamServer):
             pass
 
     async def _serve_connection(self, byte_stream: anyio.abc.ByteStream) -> None:
+        pause_reading_until_asked(byte_stream)
         try:
             async with self._make_provider(byte_stream) as provider:
                 self._providers.add(provider)

@@ -29,6 +29,7 @@ __all__ = [
     "TLSConfig",
     "connect_byte_stream",
     "listen_byte_streams",
+    "pause_reading_until_asked",
 ]
 
 
@@ -203,6 +204,27 @@ async def listen_byte_streams(
             handshake_timeout=handshake_timeout,
         )
     return listener
+
+
+def pause_reading_until_asked(stream: anyio.abc.ByteStream) -> None:
+    """Make an accepted connection read from its socket only while ``receive`` waits.
+
+    anyio's asyncio backend (4.x) pauses the transports it dials but not the ones it
+    accepts, and its ``receive`` pauses reading only after it had to resume it: a peer
+    that writes from its first moment, faster than the server parses, keeps reading
+    switched on, and once the server stops calling ``receive`` (backpressure) the
+    socket is still read into an unbounded queue. Pausing at accept restores TCP
+    backpressure; ``receive`` resumes reading whenever its queue is empty. Streams of
+    other kinds (trio, Unix sockets on trio, memory) are left alone.
+    """
+    inner: object = stream
+    while isinstance(inner, TLSStream):
+        inner = inner.transport_stream
+    transport = getattr(inner, "_transport", None)
+    pause = getattr(transport, "pause_reading", None)
+    if callable(pause):
+        with contextlib.suppress(RuntimeError, AttributeError):
+            pause()
 
 
 def set_no_delay(stream: anyio.abc.ByteStream) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "SYN",
     "BlockKind",
     "DataReceived",
+    "EmptyFrame",
     "Event",
     "Flag",
     "FrameDecoder",
@@ -33,6 +34,7 @@ __all__ = [
     "GoAwayReceived",
     "HeaderBlock",
     "HeaderBlockReader",
+    "HeaderBlockRefused",
     "PingReceived",
     "WindowUpdated",
     "encode_data_header",
@@ -98,6 +100,8 @@ class FramerProtocolError(Exception):
 
     :ivar go_away: the Go Away code to send before closing the connection
     :ivar flow_control: ``True`` when the violation is a flow-control one
+    :ivar limit: the name of the limit the peer went over, when the violation is one (for
+        the log line that names it)
     """
 
     def __init__(
@@ -106,10 +110,24 @@ class FramerProtocolError(Exception):
         go_away: GoAwayCode = GoAwayCode.PROTOCOL_ERROR,
         *,
         flow_control: bool = False,
+        limit: str | None = None,
     ) -> None:
         super().__init__(message)
         self.go_away = go_away
         self.flow_control = flow_control
+        self.limit = limit
+
+
+class HeaderBlockRefused(FramerProtocolError):
+    """A header block over a limit (its size, or its number of headers).
+
+    Only the block's stream is at fault: an acceptor refuses that stream, an opener resets
+    it, and the connection carries on. A driver that does not handle it fails the
+    connection, as for any :class:`FramerProtocolError`.
+    """
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message, limit=limit)
 
 
 # -- events -----------------------------------------------------------------------------
@@ -161,7 +179,16 @@ class GoAwayReceived:
     code: GoAwayCode
 
 
-Event: TypeAlias = DataReceived | WindowUpdated | PingReceived | GoAwayReceived
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmptyFrame:
+    """A stream frame without payload, credit or flags: it does nothing but cost the
+    receiver its parsing, so floods of it are counted (CVE-2019-9518)."""
+
+    #: the stream it named
+    stream_id: int
+
+
+Event: TypeAlias = DataReceived | WindowUpdated | PingReceived | GoAwayReceived | EmptyFrame
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -303,6 +330,8 @@ class FrameDecoder:
         if frame_type <= WINDOW_UPDATE:
             self._check_stream(stream_id, flags)
             if frame_type == WINDOW_UPDATE:
+                if not length and not flags:
+                    return EmptyFrame(stream_id=stream_id)
                 return WindowUpdated(stream_id=stream_id, increment=length, flags=flags)
             if length > self.max_data_length:
                 raise FramerProtocolError(
@@ -310,6 +339,8 @@ class FrameDecoder:
                     flow_control=True,
                 )
             if length == 0:
+                if not flags:
+                    return EmptyFrame(stream_id=stream_id)
                 return DataReceived(stream_id=stream_id, data=b"", flags=flags)
             self._remaining = length
             self._stream_id = stream_id
@@ -424,41 +455,62 @@ def encode_header_block(block: HeaderBlock, limit: int = 0x7FFFFFFF) -> bytes:
 class HeaderBlockReader:
     """Collects the header block at the start of one direction of a stream.
 
+    The block's size is announced up front, so a block over *limit* is refused before any
+    of it is held; pieces are gathered in one growing buffer, so a block dribbled a byte
+    per frame costs linear time (the CONTINUATION floods of CVE-2024-27316 exploited
+    quadratic reassembly and unbounded buffering).
+
     :param expected: the kinds allowed here (the acceptor expects ``OPEN``; the opener
         ``ACCEPT`` or ``REJECT``)
     :param limit: the largest body accepted, in bytes
+    :param max_headers: the most headers a block may carry
     """
 
-    __slots__ = ("_buffer", "expected", "limit")
+    __slots__ = ("_buffer", "expected", "limit", "max_headers")
 
-    def __init__(self, expected: tuple[BlockKind, ...], limit: int) -> None:
+    def __init__(
+        self, expected: tuple[BlockKind, ...], limit: int, max_headers: int = 0xFFFF
+    ) -> None:
         self.expected = expected
         self.limit = limit
-        self._buffer = b""
+        self.max_headers = max_headers
+        self._buffer = bytearray()
 
     def feed(self, data: bytes) -> tuple[HeaderBlock | None, bytes]:
         """Add *data*; return the block once complete and the bytes that follow it.
 
-        :raises FramerProtocolError: if the block is malformed or over the limit
+        :raises HeaderBlockRefused: if the block is over ``limit`` bytes or carries more
+            than ``max_headers`` headers
+        :raises FramerProtocolError: if the block is malformed
         """
-        buffer = self._buffer + data if self._buffer else data
+        held = self._buffer
+        if held:
+            held += data
+            buffer: bytes | bytearray = held
+        else:
+            buffer = data
         if len(buffer) >= 1 and buffer[0] not in self.expected:
             raise FramerProtocolError(f"unexpected header block kind {buffer[0]}")
         if len(buffer) < _BLOCK_PREFIX.size:
-            self._buffer = buffer
+            if not held:
+                held += data
             return None, b""
         kind, length = _BLOCK_PREFIX.unpack_from(buffer)
         if length > self.limit:
-            raise FramerProtocolError(
-                f"a header block of {length} bytes exceeds the limit of {self.limit}"
+            raise HeaderBlockRefused(
+                f"a header block of {length} bytes exceeds the limit of {self.limit}",
+                limit="max_header_block",
             )
         end = _BLOCK_PREFIX.size + length
         if len(buffer) < end:
-            self._buffer = buffer
+            if not held:
+                held += data
             return None, b""
-        self._buffer = b""
-        block = _decode_body(BlockKind(kind), buffer[_BLOCK_PREFIX.size : end])
-        return block, buffer[end:]
+        body = bytes(buffer[_BLOCK_PREFIX.size : end])
+        rest = bytes(buffer[end:])
+        self._buffer = bytearray()
+        block = _decode_body(BlockKind(kind), body, self.max_headers)
+        return block, rest
 
     @property
     def pending(self) -> int:
@@ -466,7 +518,7 @@ class HeaderBlockReader:
         return len(self._buffer)
 
 
-def _decode_body(kind: BlockKind, body: bytes) -> HeaderBlock:
+def _decode_body(kind: BlockKind, body: bytes, max_headers: int = 0xFFFF) -> HeaderBlock:
     position = 0
 
     def take(count: int) -> bytes:
@@ -494,6 +546,11 @@ def _decode_body(kind: BlockKind, body: bytes) -> HeaderBlock:
         retryable = flag == 1
         reason = text(_U16.unpack(take(2))[0])
     (count,) = _U16.unpack(take(2))
+    if count > max_headers:
+        raise HeaderBlockRefused(
+            f"a header block of {count} headers exceeds the limit of {max_headers}",
+            limit="max_headers",
+        )
     headers: list[tuple[str, str]] = []
     for _ in range(count):
         name = text(_U16.unpack(take(2))[0])

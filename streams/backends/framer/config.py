@@ -27,6 +27,11 @@ class FramerSettings(MuxSettings):
 
     #: the largest data frame written, in bytes (yamux has no limit but the window)
     max_frame_size: int = 256 * 1024
+    #: streams the peer may have open at once (those whose OPEN header block is still
+    #: arriving included); more are refused. yamux has no connection window, so each
+    #: stream lets the peer make us hold its whole receive window: 256 streams of 256 KiB
+    #: bound that to 64 MiB a connection (MuxSettings' 4096 would allow 1 GiB)
+    max_incoming_streams: int = 256
     #: seconds between keepalive pings; ``None`` disables keepalive. The first ping is
     #: sent at once, so the round-trip time is known early (window auto-tuning uses it)
     keepalive_interval: float | None = 30.0
@@ -41,8 +46,9 @@ class FramerSettings(MuxSettings):
     #: the largest header block body accepted, in bytes (at most 128 KiB)
     max_header_block: int = 64 * 1024
     #: bytes all streams of the connection may hold unread before the driver stops
-    #: reading the transport until the application catches up
-    max_connection_buffer: int = 128 * 1024 * 1024
+    #: reading the transport until the application catches up (at least
+    #: ``max_receive_window``)
+    max_connection_buffer: int = 32 * 1024 * 1024
     #: bytes queued for the transport before senders wait
     write_buffer: int = 1024 * 1024
     #: bytes asked of the transport per read

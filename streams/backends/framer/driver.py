@@ -21,29 +21,33 @@ from ..._core.errors import (
     ConnectionLost,
     ErrorCode,
     GoingAway,
-    ProtocolError,
+    LimitExceeded,
     StreamRejected,
 )
 from ..._core.flow import FlowControlViolation
 from ..._core.headers import Headers
-from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import CoalescingBuffer
+from ._lifecycle import FramerLifecycle
+from ._limits import ConnectionLimits
 from ._stream import FramerStream
 from .codec import (
     ACK,
     FIN,
+    HEADER_SIZE,
     INITIAL_WINDOW,
     RST,
     SYN,
     BlockKind,
     DataReceived,
+    EmptyFrame,
     FrameDecoder,
     FramerProtocolError,
     GoAwayCode,
     GoAwayReceived,
     HeaderBlock,
     HeaderBlockReader,
+    HeaderBlockRefused,
     PingReceived,
     WindowUpdated,
     encode_data_header,
@@ -64,15 +68,13 @@ _GO_AWAY_CODES = {
     GoAwayCode.INTERNAL_ERROR: ErrorCode.INTERNAL_ERROR,
 }
 _OPENING = (BlockKind.OPEN,)
-#: seconds each step of stopping the reader and the writer may take (three steps stay
-#: within the 2 s that MuxProvider gives closing the transport)
-_STOP_WAIT = 0.6
-#: ping answers are dropped while this many write buffers' worth of output is queued
-_PING_ANSWER_LIMIT = 4
+#: a Window Update without flags that grants less than this is counted as a frame without
+#: effect: yamux peers grant at least half a window at a time, we a quarter
+_TINY_WINDOW_UPDATE = 4096
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
 
 
-class FramerProvider(MuxProvider):
+class FramerProvider(FramerLifecycle):
     """One framer connection over *transport*.
 
     :param transport: the byte stream to run on (TCP, TLS, Unix socket, memory)
@@ -101,6 +103,16 @@ class FramerProvider(MuxProvider):
         self._out = CoalescingBuffer(
             transport, high_water=settings.write_buffer, turn_bytes=settings.max_frame_size
         )
+        peer = transport.extra(anyio.abc.SocketAttribute.remote_address, None)
+        if isinstance(peer, tuple):
+            peer = f"{peer[0]}:{peer[1]}"
+        self._limits = ConnectionLimits(
+            settings, self._out, anyio.current_time(), peer or "the peer"
+        )
+        #: ``True`` while the reader handles frames: a limit hit then unwinds to it
+        self._reading = False
+        #: ``True`` once the connection is being closed for the peer's fault
+        self._lingering = False
         self._writer_done = anyio.Event()
         self._reader_scope = anyio.CancelScope()
         self._reader_done = anyio.Event()
@@ -156,15 +168,25 @@ class FramerProvider(MuxProvider):
                 self._lost(ConnectionLost(f"the connection broke: {exc!r}"))
                 return
             try:
+                self._reading = True
                 for event in decoder.receive_data(data):
                     if isinstance(event, DataReceived):
                         self._on_data(event)
                     else:
                         self._on_control(event)
+                self._reading = False
+            except LimitExceeded as exc:
+                self._reading = False
+                self._limit_failure(exc)
+                await self._discard_input()
+                return
             except FramerProtocolError as exc:
+                self._reading = False
                 self._protocol_failure(exc)
+                await self._discard_input()
                 return
             except Exception as exc:
+                self._reading = False
                 # a bug of ours must not crash the user's task group: fail this connection
                 logger.exception("framer driver failed on its input")
                 failure = FramerProtocolError(repr(exc), GoAwayCode.INTERNAL_ERROR)
@@ -173,102 +195,6 @@ class FramerProvider(MuxProvider):
                 return
             if self._buffered > self.settings.max_connection_buffer:
                 await self._wait_for_room()
-
-    async def _keepalive(self) -> None:
-        interval = self.settings.keepalive_interval
-        assert interval is not None
-        while True:
-            try:
-                await self.ping()
-            except (ConnectionLost, anyio.ClosedResourceError):
-                return
-            await anyio.sleep(interval)
-
-    async def _idle_watch(self) -> None:
-        timeout = self.settings.idle_timeout
-        assert timeout is not None
-        while not self.is_closing:
-            idle_for = anyio.current_time() - self.last_activity
-            if not self.streams and not self._announced and idle_for >= timeout:
-                logger.info("closing a framer connection idle for %.1f s", idle_for)
-                await self.aclose(grace=0)
-                return
-            remaining = timeout - idle_for
-            await anyio.sleep(max(0.01, remaining if remaining > 0 else timeout / 4))
-
-    # -- failure and closing -------------------------------------------------------------
-
-    def _lost(self, error: ConnectionLost) -> None:
-        if self._transport_closing:
-            return  # our own close shut the transport
-        self.fail(error)
-        self._out.close()
-        self.task_group.start_soon(self._abort_transport)
-
-    def _protocol_failure(self, exc: FramerProtocolError) -> None:
-        code = ErrorCode.FLOW_CONTROL_ERROR if exc.flow_control else ErrorCode.PROTOCOL_ERROR
-        if exc.go_away == GoAwayCode.INTERNAL_ERROR:
-            code = ErrorCode.INTERNAL_ERROR
-        else:
-            logger.warning("framer peer broke the protocol: %s", exc)
-        self._out.write(encode_go_away(exc.go_away))
-        error = ProtocolError(f"the peer broke the framer protocol: {exc}", code)
-        error.__cause__ = exc
-        self.fail(error)
-        self._out.close()
-        self.task_group.start_soon(self._abort_transport)
-
-    def fail(self, error: ConnectionLost) -> None:
-        super().fail(error)
-        for event in self._pings.values():
-            event.set()
-        announced, self._announced = self._announced, {}
-        for stream in announced.values():
-            stream.on_connection_lost(error)
-        if self._room is not None:
-            self._room.set()
-
-    async def _stop_io(self, *, graceful: bool = False) -> None:
-        # the reader should leave before the transport closes under it: anyio's Unix socket
-        # streams on asyncio can fail with InvalidStateError when a waiting receive is
-        # cancelled or closed. On a graceful close, half-close the transport and let the
-        # peer's close end the reader; cancel it only if that does not happen soon.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
-            await self._writer_done.wait()
-        if graceful and not self._reader_done.is_set():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
-                try:
-                    await self._transport.send_eof()
-                except (
-                    NotImplementedError,
-                    OSError,
-                    anyio.BrokenResourceError,
-                    anyio.ClosedResourceError,
-                ):
-                    pass
-                else:
-                    await self._reader_done.wait()
-        self._reader_scope.cancel()
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_STOP_WAIT):
-            await self._reader_done.wait()
-
-    async def _abort_transport(self) -> None:
-        await self._stop_io()
-        await anyio.aclose_forcefully(self._transport)
-
-    async def _close_transport(self) -> None:
-        self._out.close()
-        self._transport_closing = True
-        try:
-            # a failed or aborted connection owes the peer no orderly goodbye
-            await self._stop_io(graceful=self._failure is None)
-            await self._transport.aclose()
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-        finally:
-            # whatever happened above (a timeout of the caller's included), the transport
-            # ends closed
-            await anyio.aclose_forcefully(self._transport)
 
     # -- connection buffer ---------------------------------------------------------------
 
@@ -291,42 +217,6 @@ class FramerProvider(MuxProvider):
             with anyio.move_on_after(0.1):
                 await room.wait()
 
-    # -- ping ----------------------------------------------------------------------------
-
-    async def ping(self) -> float:
-        """Measure the round-trip time with a Ping; it also updates :attr:`rtt`.
-
-        :raises ~streams.ConnectionLost: if the connection failed, or the ping went
-            unanswered for ``ping_timeout`` (the connection is then failed too)
-        """
-        self.check_can_ping()
-        opaque = self._next_ping
-        self._next_ping = (opaque + 1) & 0xFFFFFFFF
-        event = self._pings[opaque] = anyio.Event()
-        started = anyio.current_time()
-        self._out.write(encode_ping(opaque))
-        timeout = self.settings.ping_timeout
-        try:
-            with anyio.fail_after(timeout):
-                await event.wait()
-        except TimeoutError:
-            error = ConnectionLost(f"the peer did not answer a ping within {timeout} s")
-            self._lost(error)
-            raise error from None
-        finally:
-            self._pings.pop(opaque, None)
-        if self._failure is not None:
-            raise self._failure
-        rtt = self._rtt = anyio.current_time() - started
-        return rtt
-
-    def check_can_ping(self) -> None:
-        """Raise why no ping can be sent now, if there is a reason."""
-        if self._failure is not None:
-            raise self._failure
-        if self._closed_locally or self.is_closed:
-            raise ConnectionLost("the connection is closed")
-
     # -- frames in -----------------------------------------------------------------------
 
     def _new_stream(self, stream_id: int, headers: Headers, *, local: bool) -> FramerStream:
@@ -343,18 +233,51 @@ class FramerProvider(MuxProvider):
         )
 
     def _remote_open(self, stream_id: int) -> None:
+        settings = self.settings
+        now = anyio.current_time()
+        self._limits.check("streams_per_second", now)
         stream = self._new_stream(stream_id, Headers(), local=False)
-        self.last_activity = anyio.current_time()
-        if self.settings.receive_window > INITIAL_WINDOW:
+        self.last_activity = now
+        if settings.receive_window > INITIAL_WINDOW:
             # the stream's ReceiveWindow already counts the larger window: grant it
             self._out.write(
-                encode_window_update(stream_id, self.settings.receive_window - INITIAL_WINDOW)
+                encode_window_update(stream_id, settings.receive_window - INITIAL_WINDOW)
             )
+            self._answered(HEADER_SIZE)
         if self.raw:
             self.incoming(stream)
+            return
+        self._announced[stream_id] = stream
+        if len(self._announced) + self._incoming_count > settings.max_incoming_streams:
+            # streams whose headers are still arriving count too: each may hold a partial
+            # header block, and a peer that never completes them must not hold more
+            self._limits.stream_refused(
+                logger, "max_incoming_streams", stream_id, f"{settings.max_incoming_streams} open"
+            )
+            self._refuse(stream)
+            return
+        self._readers[stream_id] = HeaderBlockReader(
+            _OPENING, settings.max_header_block, settings.max_headers
+        )
+
+    def incoming(self, stream: MuxStream) -> None:
+        limit = self.settings.max_incoming_streams
+        if self._incoming_count >= limit:
+            self._limits.stream_refused(
+                logger, "max_incoming_streams", stream.stream_id, f"{limit} open"
+            )
+        super().incoming(stream)
+
+    def _refuse_block(self, stream: FramerStream, exc: HeaderBlockRefused) -> None:
+        """A header block over a limit: only its stream is refused (or, for an answer to
+        our own open, reset); the connection carries on."""
+        self._readers.pop(stream.stream_id, None)
+        assert exc.limit is not None
+        self._limits.stream_refused(logger, exc.limit, stream.stream_id, str(exc))
+        if stream.local:
+            stream._local_reset(ErrorCode.PROTOCOL_ERROR)
         else:
-            self._announced[stream_id] = stream
-            self._readers[stream_id] = HeaderBlockReader(_OPENING, self.settings.max_header_block)
+            self._reject(stream, StreamRejected(Headers(), str(exc)))
 
     def _find(self, stream_id: int) -> FramerStream | None:
         stream = self.streams.get(stream_id)
@@ -370,7 +293,10 @@ class FramerProvider(MuxProvider):
             self._remote_open(stream_id)
         stream = self._find(stream_id)
         if stream is None:
-            return  # finished here; the frame crossed our reset or rejection
+            # finished here; the frame crossed our reset or rejection
+            if flags & RST:
+                self._limits.check("resets_per_second", anyio.current_time())
+            return
         data = event.data
         if flags & ACK and self.raw:
             stream.on_accepted(Headers())
@@ -394,7 +320,11 @@ class FramerProvider(MuxProvider):
             window.on_data(len(data))
         except FlowControlViolation as exc:
             raise FramerProtocolError(str(exc), flow_control=True) from exc
-        block, rest = self._readers[stream.stream_id].feed(data)
+        try:
+            block, rest = self._readers[stream.stream_id].feed(data)
+        except HeaderBlockRefused as exc:
+            self._refuse_block(stream, exc)
+            return b""
         used = len(data) - len(rest)
         increment = window.on_consumed(used)
         if block is None:
@@ -435,18 +365,25 @@ class FramerProvider(MuxProvider):
                     StreamRejected(Headers(), "refused by the peer (reset)", retryable=True)
                 )
             else:
+                self._limits.check("resets_per_second", anyio.current_time())
                 stream.on_reset(reset_code)
         if stream.stream_id in self._announced and stream.finished:
             self._drop_announced(stream)
 
-    def _on_control(self, event: WindowUpdated | PingReceived | GoAwayReceived) -> None:
+    def _on_control(
+        self, event: WindowUpdated | PingReceived | GoAwayReceived | EmptyFrame
+    ) -> None:
         if type(event) is WindowUpdated:
             flags = event.flags
             stream_id = event.stream_id
             if flags & SYN:
                 self._remote_open(stream_id)
+            elif not flags and event.increment < _TINY_WINDOW_UPDATE:
+                self._limits.check("empty_frames_per_second", anyio.current_time())
             stream = self._find(stream_id)
             if stream is None:
+                if flags & RST:
+                    self._limits.check("resets_per_second", anyio.current_time())
                 return
             if flags & ACK and self.raw:
                 stream.on_accepted(Headers())
@@ -458,7 +395,9 @@ class FramerProvider(MuxProvider):
                 try:
                     stream.on_window_update(event.increment)
                 except FlowControlViolation as exc:
-                    raise FramerProtocolError(str(exc), flow_control=True) from exc
+                    raise FramerProtocolError(
+                        str(exc), flow_control=True, limit="window_overflow"
+                    ) from exc
             if flags & FIN:
                 if stream_id in self._readers:
                     raise FramerProtocolError(f"stream {stream_id} ended before its headers")
@@ -468,10 +407,14 @@ class FramerProvider(MuxProvider):
                 waiter = self._pings.get(event.opaque)
                 if waiter is not None:
                     waiter.set()
-            elif self._out.queued < _PING_ANSWER_LIMIT * self.settings.write_buffer:
-                # a peer that floods pings but does not read their answers gets no more
-                # answers once our output backs up, instead of an ever-growing queue
+                    return
+            # answers we did not ask for count as pings too
+            self._limits.check("pings_per_second", anyio.current_time())
+            if not event.ack:
                 self._out.write(encode_ping(event.opaque, ack=True))
+                self._answered(HEADER_SIZE)
+        elif type(event) is EmptyFrame:
+            self._limits.check("empty_frames_per_second", anyio.current_time())
         elif type(event) is GoAwayReceived:
             code = _GO_AWAY_CODES[event.code]
             self.on_goaway(GoingAway(f"the peer is going away ({code.name})", code=code))
@@ -521,6 +464,7 @@ class FramerProvider(MuxProvider):
     def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
         if self.raw:
             self._out.write(encode_window_update(stream.stream_id, 0, ACK))
+            self._answered(HEADER_SIZE)
             return
         try:
             block = encode_header_block(
@@ -536,12 +480,14 @@ class FramerProvider(MuxProvider):
             return
         stream.adjust_send_window(-len(block))
         self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
+        self._answered(HEADER_SIZE + len(block))
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         stream_id = stream.stream_id
         self._readers.pop(stream_id, None)
         if self.raw:
             self._out.write(encode_window_update(stream_id, 0, RST))
+            self._answered(HEADER_SIZE)
             return
         refusal = HeaderBlock(
             kind=BlockKind.REJECT,
@@ -556,19 +502,31 @@ class FramerProvider(MuxProvider):
             logger.warning("stream %s: cannot send its refusal's headers: %s", stream_id, exc)
             block = encode_header_block(HeaderBlock(kind=BlockKind.REJECT, code=refusal.code))
         self._out.write(encode_data_header(stream_id, len(block), ACK | RST), block)
+        self._answered(HEADER_SIZE + len(block))
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
-        # bytes are immutable, so a view of them can wait in the queue without a copy
-        payload = data if isinstance(data.obj, bytes) else bytes(data)
-        self._out.write(encode_data_header(stream.stream_id, len(data)), payload)
-        if self._out.must_wait:
-            await self._out.drain()
+        out = self._out
+        if out.must_wait:
+            # wait for a turn before queueing, not after: if every stream queued its frame
+            # first, a peer that opens thousands of streams and reads none of their output
+            # would grow the queue by a frame per stream, past any bound
+            try:
+                await out.drain()
+            except BaseException:
+                # the frame never left: the credit it took returns to the stream
+                stream.adjust_send_window(len(data))
+                raise
             if self._failure is not None:
                 raise self._failure
             assert isinstance(stream, FramerStream)
             stream.progressed()
-        else:
-            await anyio.lowlevel.checkpoint()
+            # bytes are immutable, so a view of them can wait in the queue without a copy
+            payload = data if isinstance(data.obj, bytes) else bytes(data)
+            out.write(encode_data_header(stream.stream_id, len(data)), payload)
+            return
+        payload = data if isinstance(data.obj, bytes) else bytes(data)
+        out.write(encode_data_header(stream.stream_id, len(data)), payload)
+        await anyio.lowlevel.checkpoint()
 
     def write_eof(self, stream: MuxStream) -> None:
         self._out.write(encode_window_update(stream.stream_id, 0, FIN))
