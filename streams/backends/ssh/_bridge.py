@@ -15,6 +15,7 @@ on while a callback touches the provider.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -71,6 +72,31 @@ class Bridge:
             sniffio.thread_local.name = previous
 
 
+def _import_trio_asyncio() -> Any:
+    """Import ``trio_asyncio``, undoing the one patch of its import that reaches beyond trio.
+
+    Importing it replaces ``asyncio.new_event_loop`` so that every asyncio loop created
+    afterwards, anywhere in the process, is a trio-asyncio loop running trio in a thread:
+    plain asyncio code (an asyncio service beside a trio one, the other half of a test
+    suite) becomes several times slower and keeps every cancelled timer until it would
+    have fired. The bridge only uses ``open_loop()`` inside trio, which does not need that
+    patch, so the standard factory is put back.
+
+    :raises ~streams.ConfigError: when ``trio-asyncio`` is not installed
+    """
+    try:
+        import trio_asyncio  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise ConfigError(
+            "the ssh backend runs on trio through trio-asyncio: pip install trio-asyncio"
+        ) from exc
+    original = getattr(getattr(trio_asyncio, "_loop", None), "_orig_loop_new", None)
+    if original is not None and asyncio.new_event_loop is not original:
+        asyncio.new_event_loop = original
+        asyncio.events.new_event_loop = original
+    return trio_asyncio
+
+
 @contextlib.asynccontextmanager
 async def open_bridge() -> AsyncIterator[Bridge]:
     """A :class:`Bridge` for the running loop, valid for the block.
@@ -84,12 +110,7 @@ async def open_bridge() -> AsyncIterator[Bridge]:
         return
     if library != "trio":
         raise ConfigError(f"the ssh backend runs on asyncio or trio, not on {library}")
-    try:
-        import trio_asyncio  # type: ignore[import-untyped]
-    except ImportError as exc:
-        raise ConfigError(
-            "the ssh backend runs on trio through trio-asyncio: pip install trio-asyncio"
-        ) from exc
+    trio_asyncio = _import_trio_asyncio()
     try:
         async with trio_asyncio.open_loop() as loop:
             # bound to this loop: a task started from another provider's context (whose
