@@ -24,11 +24,13 @@ import h2.exceptions
 import hpack
 import hyperframe.exceptions
 from anyio.abc import TaskGroup
+from hyperframe.frame import GoAwayFrame
 
 from ..._core.errors import (
     ConnectionLost,
     ErrorCode,
     GoingAway,
+    LimitExceeded,
     OpenTimeout,
     ProtocolError,
     StreamError,
@@ -36,11 +38,13 @@ from ..._core.errors import (
 )
 from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers, HeadersLike
+from ..._core.limits import FloodGuard, log_limit_exceeded
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
 from ..._core.transport import CoalescingBuffer
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
+from ._codec_limits import HEADER_BLOCK_SLACK, AnswerQueue, InboundLimits, LimitBreach
 from ._codec_upgrade import UpgradeRequest
 from ._stream import Http2Stream
 from .settings import Http2Settings
@@ -55,6 +59,39 @@ READ_SIZE = 256 * 1024
 STREAM_CHUNK = 256 * 1024
 
 _H2_ERRORS = (h2.exceptions.H2Error, hpack.HPACKError, hyperframe.exceptions.HyperframeError)
+
+
+class _WatchedSend(anyio.abc.ByteStream):
+    """The transport as the writer sees it, telling whether a ``send`` is under way: one
+    that never ends means a peer that does not read."""
+
+    def __init__(self, transport: anyio.abc.ByteStream) -> None:
+        self._transport = transport
+        self.sending = False
+
+    async def send(self, item: bytes) -> None:
+        self.sending = True
+        try:
+            await self._transport.send(item)
+        finally:
+            self.sending = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        return await self._transport.receive(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self._transport.send_eof()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class _Outbound(CoalescingBuffer):
+    def discard_queued(self) -> None:
+        """Drop what the writer has not taken yet: whole frames, since every write is
+        what h2 produced in one go."""
+        self._chunks = []
+        self.queued = 0
 
 
 class Http2Provider(MuxProvider):
@@ -94,8 +131,9 @@ class Http2Provider(MuxProvider):
         self._transport = transport
         # the coalescing writer sends HEADERS, DATA and END_STREAM queued together in one
         # write, and lets writers past the mark take turns in order
-        self._out = CoalescingBuffer(
-            transport,
+        self._sender = _WatchedSend(transport)
+        self._out = _Outbound(
+            self._sender,
             high_water=max(1 << 20, settings.max_frame_size * 4),
             turn_bytes=settings.max_frame_size,
         )
@@ -110,7 +148,16 @@ class Http2Provider(MuxProvider):
             max_concurrent_streams=settings.max_incoming_streams,
             max_header_list_size=settings.max_header_list_size,
             upgrade_settings=upgrade.settings if upgrade is not None else None,
+            # the buckets start full, so the clock may start anywhere
+            limits=InboundLimits(
+                FloodGuard.from_settings(settings, 0.0),
+                settings.max_header_list_size + HEADER_BLOCK_SLACK,
+            ),
         )
+        self._answers = AnswerQueue(settings.max_queued_control_frames)
+        # the limits that refused a stream and were logged already, so that a flood of
+        # refusals logs once
+        self._logged_limits: set[str] = set()
         self._initial_data = initial_data
         self._upgrade = upgrade
         self._send_waiters: dict[int, anyio.Event] = {}
@@ -166,8 +213,12 @@ class Http2Provider(MuxProvider):
                 self._teardown(ConnectionLost(f"reading from the connection failed: {exc}"))
                 return
             try:
-                events = self._conn.receive_data(data)
+                events = self._conn.receive_data(data, anyio.current_time())
             except _H2_ERRORS as exc:
+                exceeded = _limit_exceeded(exc, self.h2_settings)
+                if exceeded is not None:
+                    self._close_for_limit(exceeded)
+                    return
                 code = getattr(exc, "error_code", None)
                 if isinstance(exc, hpack.HPACKError):
                     code = ErrorCode.COMPRESSION_ERROR
@@ -193,6 +244,35 @@ class Http2Provider(MuxProvider):
             self._flush()
             if self._torn_down:
                 return
+            self._answers.taken(self._out.queued)
+            # a reader's burst may queue many answers at once; only while the writer is
+            # stuck do they show a peer that does not read
+            if self._sender.sending:
+                try:
+                    self._answers.check()
+                except LimitExceeded as exc:
+                    self._close_for_limit(exc)
+                    return
+
+    def _close_for_limit(self, error: LimitExceeded) -> None:
+        """End the connection for a limit the peer went over: log which, and send a
+        ``GOAWAY`` with its code ahead of anything still queued (a peer that floods us
+        rarely reads, and what waits for it is worthless now)."""
+        log_limit_exceeded(logger, error, self._peer())
+        self._out.discard_queued()
+        self._conn.data_to_send()
+        frame = GoAwayFrame(0)
+        frame.last_stream_id = self._conn.highest_inbound_stream_id
+        frame.error_code = error.code
+        frame.additional_data = error.limit.encode()
+        self._out.write(frame.serialize())
+        self._teardown(error)
+
+    def _peer(self) -> str:
+        address = self._transport.extra(anyio.abc.SocketAttribute.remote_address, None)
+        if isinstance(address, tuple):
+            return f"{address[0]}:{address[1]}"
+        return str(address) if address else "the peer"
 
     async def _keepalive(self, interval: float) -> None:
         while not self._torn_down:
@@ -281,6 +361,7 @@ class Http2Provider(MuxProvider):
         data = self._conn.data_to_send()
         if data:
             self._out.write(data)
+            self._answers.queued(len(data), self._conn.take_answer_count())
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -559,7 +640,44 @@ class Http2Provider(MuxProvider):
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id or 0
         stream = self._new_stream(stream_id, Headers(_pairs(event.headers)), local=False)
+        settings = self.settings
+        if len(stream.headers) > settings.max_headers:
+            # the block was decoded (HPACK stays in step), so refusing the stream is enough
+            self.streams[stream_id] = stream
+            self._incoming_count += 1
+            self._refuse_for_limit(
+                stream,
+                "max_headers",
+                f"{len(stream.headers)} headers, more than {settings.max_headers}",
+                status="431",
+            )
+            return
+        if self._incoming_count >= settings.max_incoming_streams:
+            self._log_refusal(
+                stream_id,
+                "max_incoming_streams",
+                f"more than {settings.max_incoming_streams} streams at once",
+            )
         self.incoming(stream)
+
+    def _refuse_for_limit(self, stream: MuxStream, limit: str, why: str, *, status: str) -> None:
+        self._log_refusal(stream.stream_id, limit, why)
+        rejection = StreamRejected(Headers({":status": status}), why, code=ErrorCode.REFUSED_STREAM)
+        self._reject(stream, rejection)
+
+    def _log_refusal(self, stream_id: int, limit: str, why: str) -> None:
+        if limit in self._logged_limits:
+            return
+        self._logged_limits.add(limit)
+        logger.warning(
+            "refusing stream %s from %s: limit %s exceeded (%s); later refusals on this "
+            "connection are not logged",
+            stream_id,
+            self._peer(),
+            limit,
+            why,
+            extra={"limit": limit, "peer": self._peer()},
+        )
 
     def _on_response(self, event: h2.events.ResponseReceived) -> None:
         stream_id = event.stream_id or 0
@@ -618,6 +736,22 @@ class Http2Provider(MuxProvider):
             if stream.local and stream.stream_id > last:
                 stream.on_connection_lost(going)
         self._wake_slot()
+
+
+def _limit_exceeded(exc: BaseException, settings: Http2Settings) -> LimitExceeded | None:
+    """The limit behind an error h2 raised, if a limit is what it was."""
+    if isinstance(exc, LimitBreach):
+        return exc.exceeded
+    if isinstance(exc, h2.exceptions.DenialOfServiceError):
+        # HPACK stopped decoding at the first field past the limit: a bomb never inflates
+        error = LimitExceeded(
+            "max_header_list_size",
+            f"a header list decoded beyond {settings.max_header_list_size} bytes",
+            ErrorCode.ENHANCE_YOUR_CALM,
+        )
+        error.__cause__ = exc
+        return error
+    return None
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:
