@@ -131,6 +131,19 @@ class GracefulH2Connection(H2Connection):
                 self._answers += 1
         super()._prepare_for_sending(frames)
 
+    def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
+        connection_window = self._inbound_flow_control_window_manager.current_window_size
+        try:
+            return super()._receive_data_frame(frame)
+        except FlowControlError as exc:
+            # a peer past its credit is what bounds what one connection buffers
+            which = (
+                "connection_window"
+                if frame.flow_controlled_length > connection_window
+                else "receive_window"
+            )
+            raise LimitBreach(LimitExceeded(which, str(exc), ErrorCode.FLOW_CONTROL_ERROR)) from exc
+
     def _receive_window_update_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         try:
             return super()._receive_window_update_frame(frame)

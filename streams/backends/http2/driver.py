@@ -55,6 +55,10 @@ logger = logging.getLogger("streams.http2")
 
 #: bytes asked of the transport per read
 READ_SIZE = 256 * 1024
+#: seconds, and bytes read and dropped, that a connection closed for a limit waits for its
+#: peer to read the GOAWAY (within the provider's own bound on closing)
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 64 * 1024 * 1024
 #: the largest chunk MuxStream hands to write_data; split into frames here
 STREAM_CHUNK = 256 * 1024
 
@@ -166,6 +170,8 @@ class Http2Provider(MuxProvider):
         self._pings: dict[bytes, tuple[float, anyio.Event]] = {}
         self._ping_results: dict[bytes, float] = {}
         self._torn_down = False
+        # set once a connection closed for a limit has lingered
+        self._lingering: anyio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -266,7 +272,7 @@ class Http2Provider(MuxProvider):
         frame.error_code = error.code
         frame.additional_data = error.limit.encode()
         self._out.write(frame.serialize())
-        self._teardown(error)
+        self._teardown(error, linger=True)
 
     def _peer(self) -> str:
         address = self._transport.extra(anyio.abc.SocketAttribute.remote_address, None)
@@ -319,8 +325,11 @@ class Http2Provider(MuxProvider):
             self.check_can_open()
             raise ConnectionLost("the connection is closed")
 
-    def _teardown(self, error: ConnectionLost) -> None:
-        """The connection ends now: fail everything, flush what is queued, close."""
+    def _teardown(self, error: ConnectionLost, *, linger: bool = False) -> None:
+        """The connection ends now: fail everything, flush what is queued, close.
+
+        With *linger*, the peer gets time to read our last frames; see :meth:`_linger`.
+        """
         if self._torn_down:
             return
         self._torn_down = True
@@ -328,14 +337,53 @@ class Http2Provider(MuxProvider):
         self._wake_everyone()
         self._out.close()
         if self._task_group is not None:
+            if linger:
+                self._lingering = anyio.Event()
             self._task_group.start_soon(self._close_after_flush)
 
     async def _close_after_flush(self) -> None:
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.5):
-                await self._writer_done.wait()
+            with anyio.CancelScope(shield=True):
+                if self._lingering is not None:
+                    await self._linger()
+                else:
+                    with anyio.move_on_after(1.5):
+                        await self._writer_done.wait()
         finally:
+            if self._lingering is not None:
+                self._lingering.set()
             await anyio.aclose_forcefully(self._transport)
+
+    async def _linger(self) -> None:
+        """After a ``GOAWAY`` for a limit: drop what the peer still sends while our last
+        frames go out, then half-close, for a bounded time and amount.
+
+        Closing a socket with unread input resets the connection, and a reset destroys
+        whatever the kernel had not delivered yet, the ``GOAWAY`` included: the peer
+        would never learn why (Go's server lingers the same way).
+        """
+
+        async def discard() -> None:
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                try:
+                    dropped += len(await self._transport.receive(READ_SIZE))
+                except (anyio.EndOfStream, OSError, anyio.BrokenResourceError):
+                    return
+                except anyio.ClosedResourceError:
+                    return
+            group.cancel_scope.cancel()
+
+        with anyio.move_on_after(LINGER_SECONDS):
+            async with anyio.create_task_group() as group:
+                group.start_soon(discard)
+                await self._writer_done.wait()
+                if self._out.error is None:
+                    # TLS cannot half-close: the peer then sees the close itself
+                    with contextlib.suppress(
+                        OSError, NotImplementedError, anyio.BrokenResourceError
+                    ):
+                        await self._transport.send_eof()
 
     async def _close_transport(self) -> None:
         self._torn_down = True
@@ -345,6 +393,8 @@ class Http2Provider(MuxProvider):
         try:
             with anyio.move_on_after(1.5):
                 await self._writer_done.wait()
+            if self._lingering is not None:
+                await self._lingering.wait()
         finally:
             await anyio.aclose_forcefully(self._transport)
 
