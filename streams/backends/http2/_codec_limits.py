@@ -106,7 +106,9 @@ class InboundLimits:
         elif isinstance(frame, RstStreamFrame):
             self._check("resets_per_second", now)
         elif isinstance(frame, PingFrame):
-            self._check("pings_per_second", now)
+            # an ACK answers one of our own pings (an unsolicited one costs nothing)
+            if "ACK" not in frame.flags:
+                self._check("pings_per_second", now)
         elif isinstance(frame, SettingsFrame):
             if "ACK" not in frame.flags:
                 self._check("settings_per_second", now)

@@ -24,7 +24,6 @@ import h2.exceptions
 import hpack
 import hyperframe.exceptions
 from anyio.abc import TaskGroup
-from hyperframe.frame import GoAwayFrame
 
 from ..._core.errors import (
     ConnectionLost,
@@ -41,11 +40,19 @@ from ..._core.headers import Headers, HeadersLike
 from ..._core.limits import FloodGuard, log_limit_exceeded
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
-from ..._core.transport import CoalescingBuffer
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
-from ._codec_limits import HEADER_BLOCK_SLACK, AnswerQueue, InboundLimits, LimitBreach
+from ._codec_limits import HEADER_BLOCK_SLACK, AnswerQueue, InboundLimits
 from ._codec_upgrade import UpgradeRequest
+from ._guard import (
+    Outbound,
+    RefusalLog,
+    WatchedSend,
+    goaway_for,
+    limit_exceeded,
+    linger,
+    peer_name,
+)
 from ._stream import Http2Stream
 from .settings import Http2Settings
 
@@ -55,47 +62,10 @@ logger = logging.getLogger("streams.http2")
 
 #: bytes asked of the transport per read
 READ_SIZE = 256 * 1024
-#: seconds, and bytes read and dropped, that a connection closed for a limit waits for its
-#: peer to read the GOAWAY (within the provider's own bound on closing)
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 64 * 1024 * 1024
 #: the largest chunk MuxStream hands to write_data; split into frames here
 STREAM_CHUNK = 256 * 1024
 
 _H2_ERRORS = (h2.exceptions.H2Error, hpack.HPACKError, hyperframe.exceptions.HyperframeError)
-
-
-class _WatchedSend(anyio.abc.ByteStream):
-    """The transport as the writer sees it, telling whether a ``send`` is under way: one
-    that never ends means a peer that does not read."""
-
-    def __init__(self, transport: anyio.abc.ByteStream) -> None:
-        self._transport = transport
-        self.sending = False
-
-    async def send(self, item: bytes) -> None:
-        self.sending = True
-        try:
-            await self._transport.send(item)
-        finally:
-            self.sending = False
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self._transport.receive(max_bytes)
-
-    async def send_eof(self) -> None:
-        await self._transport.send_eof()
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-
-class _Outbound(CoalescingBuffer):
-    def discard_queued(self) -> None:
-        """Drop what the writer has not taken yet: whole frames, since every write is
-        what h2 produced in one go."""
-        self._chunks = []
-        self.queued = 0
 
 
 class Http2Provider(MuxProvider):
@@ -135,8 +105,8 @@ class Http2Provider(MuxProvider):
         self._transport = transport
         # the coalescing writer sends HEADERS, DATA and END_STREAM queued together in one
         # write, and lets writers past the mark take turns in order
-        self._sender = _WatchedSend(transport)
-        self._out = _Outbound(
+        self._sender = WatchedSend(transport)
+        self._out = Outbound(
             self._sender,
             high_water=max(1 << 20, settings.max_frame_size * 4),
             turn_bytes=settings.max_frame_size,
@@ -159,9 +129,7 @@ class Http2Provider(MuxProvider):
             ),
         )
         self._answers = AnswerQueue(settings.max_queued_control_frames)
-        # the limits that refused a stream and were logged already, so that a flood of
-        # refusals logs once
-        self._logged_limits: set[str] = set()
+        self._refusals = RefusalLog(peer_name(transport))
         self._initial_data = initial_data
         self._upgrade = upgrade
         self._send_waiters: dict[int, anyio.Event] = {}
@@ -221,7 +189,7 @@ class Http2Provider(MuxProvider):
             try:
                 events = self._conn.receive_data(data, anyio.current_time())
             except _H2_ERRORS as exc:
-                exceeded = _limit_exceeded(exc, self.h2_settings)
+                exceeded = limit_exceeded(exc, self.h2_settings)
                 if exceeded is not None:
                     self._close_for_limit(exceeded)
                     return
@@ -264,21 +232,11 @@ class Http2Provider(MuxProvider):
         """End the connection for a limit the peer went over: log which, and send a
         ``GOAWAY`` with its code ahead of anything still queued (a peer that floods us
         rarely reads, and what waits for it is worthless now)."""
-        log_limit_exceeded(logger, error, self._peer())
+        log_limit_exceeded(logger, error, peer_name(self._transport))
         self._out.discard_queued()
         self._conn.data_to_send()
-        frame = GoAwayFrame(0)
-        frame.last_stream_id = self._conn.highest_inbound_stream_id
-        frame.error_code = error.code
-        frame.additional_data = error.limit.encode()
-        self._out.write(frame.serialize())
+        self._out.write(goaway_for(error, self._conn.highest_inbound_stream_id))
         self._teardown(error, linger=True)
-
-    def _peer(self) -> str:
-        address = self._transport.extra(anyio.abc.SocketAttribute.remote_address, None)
-        if isinstance(address, tuple):
-            return f"{address[0]}:{address[1]}"
-        return str(address) if address else "the peer"
 
     async def _keepalive(self, interval: float) -> None:
         while not self._torn_down:
@@ -345,7 +303,7 @@ class Http2Provider(MuxProvider):
         try:
             with anyio.CancelScope(shield=True):
                 if self._lingering is not None:
-                    await self._linger()
+                    await linger(self._transport, self._out, self._writer_done)
                 else:
                     with anyio.move_on_after(1.5):
                         await self._writer_done.wait()
@@ -353,37 +311,6 @@ class Http2Provider(MuxProvider):
             if self._lingering is not None:
                 self._lingering.set()
             await anyio.aclose_forcefully(self._transport)
-
-    async def _linger(self) -> None:
-        """After a ``GOAWAY`` for a limit: drop what the peer still sends while our last
-        frames go out, then half-close, for a bounded time and amount.
-
-        Closing a socket with unread input resets the connection, and a reset destroys
-        whatever the kernel had not delivered yet, the ``GOAWAY`` included: the peer
-        would never learn why (Go's server lingers the same way).
-        """
-
-        async def discard() -> None:
-            dropped = 0
-            while dropped < LINGER_BYTES:
-                try:
-                    dropped += len(await self._transport.receive(READ_SIZE))
-                except (anyio.EndOfStream, OSError, anyio.BrokenResourceError):
-                    return
-                except anyio.ClosedResourceError:
-                    return
-            group.cancel_scope.cancel()
-
-        with anyio.move_on_after(LINGER_SECONDS):
-            async with anyio.create_task_group() as group:
-                group.start_soon(discard)
-                await self._writer_done.wait()
-                if self._out.error is None:
-                    # TLS cannot half-close: the peer then sees the close itself
-                    with contextlib.suppress(
-                        OSError, NotImplementedError, anyio.BrokenResourceError
-                    ):
-                        await self._transport.send_eof()
 
     async def _close_transport(self) -> None:
         self._torn_down = True
@@ -703,7 +630,8 @@ class Http2Provider(MuxProvider):
             )
             return
         if self._incoming_count >= settings.max_incoming_streams:
-            self._log_refusal(
+            self._refusals.log(
+                logger,
                 stream_id,
                 "max_incoming_streams",
                 f"more than {settings.max_incoming_streams} streams at once",
@@ -711,23 +639,9 @@ class Http2Provider(MuxProvider):
         self.incoming(stream)
 
     def _refuse_for_limit(self, stream: MuxStream, limit: str, why: str, *, status: str) -> None:
-        self._log_refusal(stream.stream_id, limit, why)
+        self._refusals.log(logger, stream.stream_id, limit, why)
         rejection = StreamRejected(Headers({":status": status}), why, code=ErrorCode.REFUSED_STREAM)
         self._reject(stream, rejection)
-
-    def _log_refusal(self, stream_id: int, limit: str, why: str) -> None:
-        if limit in self._logged_limits:
-            return
-        self._logged_limits.add(limit)
-        logger.warning(
-            "refusing stream %s from %s: limit %s exceeded (%s); later refusals on this "
-            "connection are not logged",
-            stream_id,
-            self._peer(),
-            limit,
-            why,
-            extra={"limit": limit, "peer": self._peer()},
-        )
 
     def _on_response(self, event: h2.events.ResponseReceived) -> None:
         stream_id = event.stream_id or 0
@@ -786,22 +700,6 @@ class Http2Provider(MuxProvider):
             if stream.local and stream.stream_id > last:
                 stream.on_connection_lost(going)
         self._wake_slot()
-
-
-def _limit_exceeded(exc: BaseException, settings: Http2Settings) -> LimitExceeded | None:
-    """The limit behind an error h2 raised, if a limit is what it was."""
-    if isinstance(exc, LimitBreach):
-        return exc.exceeded
-    if isinstance(exc, h2.exceptions.DenialOfServiceError):
-        # HPACK stopped decoding at the first field past the limit: a bomb never inflates
-        error = LimitExceeded(
-            "max_header_list_size",
-            f"a header list decoded beyond {settings.max_header_list_size} bytes",
-            ErrorCode.ENHANCE_YOUR_CALM,
-        )
-        error.__cause__ = exc
-        return error
-    return None
 
 
 def _pairs(headers: Any) -> list[tuple[str, str]]:
