@@ -31,6 +31,7 @@ from streams.backends.http2._codec_limits import (
     LimitBreach,
 )
 from streams.testing import read_all
+from tests.certificates import Certificates, make_certificates
 from tests.http2.helpers import http2_pair, raw_pair
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -208,13 +209,20 @@ def test_answer_queue_counts_only_what_the_writer_has_not_taken() -> None:
 # -- the driver ----------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
 @pytest.mark.anyio
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
 async def test_a_flood_closes_the_connection_with_the_limits_code(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, certificates: Certificates, tls: bool
 ) -> None:
+    # over TLS the linger cannot half-close: the GOAWAY must still arrive
     settings = Http2Settings(pings_per_second=2, flood_burst_seconds=1.0)
     with anyio.fail_after(10), caplog.at_level(logging.WARNING, "streams.http2"):
-        async with http2_pair(settings) as pair:
+        async with http2_pair(settings, certificates=certificates if tls else None) as pair:
             with pytest.raises(ProtocolError) as caught:
                 for _ in range(10):
                     await pair.client.ping()  # type: ignore[attr-defined]
