@@ -103,6 +103,18 @@ def test_rapid_reset_counts_resets() -> None:
     assert caught.value.exceeded.limit == "resets_per_second"
 
 
+def test_cancelling_answered_streams_is_not_rapid_reset() -> None:
+    connection = server(resets_per_second=3)
+    peer = client()
+    for stream_id in range(1, 20, 2):
+        peer.send_headers(stream_id, REQUEST)
+    connection.receive_data(peer.data_to_send(), 0.0)
+    for stream_id in range(1, 20, 2):
+        connection.send_headers(stream_id, [(":status", "200")])
+        peer.reset_stream(stream_id)
+    connection.receive_data(peer.data_to_send(), 0.0)
+
+
 def test_new_streams_are_counted_but_trailers_are_not() -> None:
     connection = server(streams_per_second=2)
     peer = client()

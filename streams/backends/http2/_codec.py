@@ -27,6 +27,7 @@ from hyperframe.frame import (
     GoAwayFrame,
     HeadersFrame,
     PushPromiseFrame,
+    RstStreamFrame,
 )
 
 from ..._core.errors import ErrorCode, LimitExceeded
@@ -121,8 +122,16 @@ class GracefulH2Connection(H2Connection):
     def _receive_frame(self, frame: Frame) -> list[Event]:
         limits = self.limits
         if limits is not None:
-            opens = type(frame) is HeadersFrame and frame.stream_id not in self.streams
-            limits.on_frame(frame, self._now, opens_stream=opens)
+            kind = type(frame)
+            if kind is HeadersFrame:
+                opens = frame.stream_id not in self.streams
+                limits.on_frame(frame, self._now, opens_stream=opens)
+            elif kind is RstStreamFrame:
+                stream = self.streams.get(frame.stream_id)
+                answered = stream is not None and bool(stream.state_machine.headers_sent)
+                limits.on_frame(frame, self._now, answered=answered)
+            else:
+                limits.on_frame(frame, self._now)
         return super()._receive_frame(frame)
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:

@@ -91,9 +91,12 @@ class InboundLimits:
         except LimitExceeded as exc:
             raise LimitBreach(exc) from None
 
-    def on_frame(self, frame: Frame, now: float, *, opens_stream: bool) -> None:
+    def on_frame(
+        self, frame: Frame, now: float, *, opens_stream: bool = False, answered: bool = False
+    ) -> None:
         """Count a frame (a whole header block counts as its HEADERS frame) arriving at
-        *now*; *opens_stream* if it is a HEADERS frame that starts a new stream.
+        *now*; *opens_stream* if it is a HEADERS frame that starts a new stream,
+        *answered* if it is a RST_STREAM for a stream we already sent headers on.
 
         :raises LimitBreach: if the peer went over a rate
         """
@@ -104,7 +107,10 @@ class InboundLimits:
             if opens_stream:
                 self._check("streams_per_second", now)
         elif isinstance(frame, RstStreamFrame):
-            self._check("resets_per_second", now)
+            # cancelling a stream that was answered is ordinary (a client closing its
+            # open streams at once); resetting one before the answer is rapid reset
+            if not answered:
+                self._check("resets_per_second", now)
         elif isinstance(frame, PingFrame):
             # an ACK answers one of our own pings (an unsolicited one costs nothing)
             if "ACK" not in frame.flags:
