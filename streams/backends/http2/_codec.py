@@ -11,7 +11,7 @@ ends right after it).
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -53,6 +53,9 @@ class _QuietDataFrame(DataFrame):
         return f"padding_length={self.pad_length}, data=<{len(self.data)} bytes>"
 
 
+_HEADER_FRAGMENTS = frozenset({HeadersFrame, ContinuationFrame, PushPromiseFrame})
+
+
 class _QuietFrameBuffer(FrameBuffer):
     """h2's frame buffer, with quiet DATA frames and header fragments counted against
     the connection's limits before they are buffered."""
@@ -70,11 +73,13 @@ class _QuietFrameBuffer(FrameBuffer):
 
     def _update_header_buffer(self, f: Frame | None) -> Frame | None:
         limits = self.limits
-        if limits is not None:
-            if isinstance(f, (HeadersFrame, PushPromiseFrame)) and not self._headers_buffer:
-                limits.on_header_fragment(f, self.now, first=True)
-            elif isinstance(f, ContinuationFrame) and self._headers_buffer:
-                limits.on_header_fragment(f, self.now, first=False)
+        kind = type(f)
+        if limits is not None and kind in _HEADER_FRAGMENTS:
+            if kind is ContinuationFrame:
+                if self._headers_buffer:
+                    limits.on_header_fragment(f, self.now, first=False)  # type: ignore[arg-type]
+            elif not self._headers_buffer:
+                limits.on_header_fragment(f, self.now, first=True)  # type: ignore[arg-type]
         return super()._update_header_buffer(f)
 
 
@@ -123,7 +128,11 @@ class GracefulH2Connection(H2Connection):
         limits = self.limits
         if limits is not None:
             kind = type(frame)
-            if kind is HeadersFrame:
+            if kind is _QuietDataFrame:
+                # the bulk of the traffic: only an empty one counts
+                if not cast(DataFrame, frame).data and "END_STREAM" not in frame.flags:
+                    limits.on_frame(frame, self._now)
+            elif kind is HeadersFrame:
                 opens = frame.stream_id not in self.streams
                 limits.on_frame(frame, self._now, opens_stream=opens)
             elif kind is RstStreamFrame:
