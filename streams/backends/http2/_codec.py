@@ -11,16 +11,27 @@ ends right after it).
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, Event
-from h2.exceptions import ProtocolError
+from h2.exceptions import FlowControlError, ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import DataFrame, GoAwayFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+)
+
+from ..._core.errors import ErrorCode, LimitExceeded
+from ._codec_limits import InboundLimits, LimitBreach
 
 if TYPE_CHECKING:
     from h2._typing import Buffer
@@ -42,12 +53,34 @@ class _QuietDataFrame(DataFrame):
         return f"padding_length={self.pad_length}, data=<{len(self.data)} bytes>"
 
 
+_HEADER_FRAGMENTS = frozenset({HeadersFrame, ContinuationFrame, PushPromiseFrame})
+
+
 class _QuietFrameBuffer(FrameBuffer):
+    """h2's frame buffer, with quiet DATA frames and header fragments counted against
+    the connection's limits before they are buffered."""
+
+    def __init__(self, server: bool = False) -> None:
+        super().__init__(server=server)
+        self.limits: InboundLimits | None = None
+        self.now = 0.0
+
     def __next__(self) -> Any:
         frame = super().__next__()
         if type(frame) is DataFrame:
             frame.__class__ = _QuietDataFrame
         return frame
+
+    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
+        limits = self.limits
+        kind = type(f)
+        if limits is not None and kind in _HEADER_FRAGMENTS:
+            if kind is ContinuationFrame:
+                if self._headers_buffer:
+                    limits.on_header_fragment(f, self.now, first=False)  # type: ignore[arg-type]
+            elif not self._headers_buffer:
+                limits.on_header_fragment(f, self.now, first=True)  # type: ignore[arg-type]
+        return super()._update_header_buffer(f)
 
 
 class GracefulH2Connection(H2Connection):
@@ -56,15 +89,33 @@ class GracefulH2Connection(H2Connection):
 
     def __init__(self, config: H2Configuration | None = None) -> None:
         super().__init__(config=config)
-        self.incoming_buffer = _QuietFrameBuffer(server=not self.config.client_side)
+        self._frames = _QuietFrameBuffer(server=not self.config.client_side)
+        self.incoming_buffer = self._frames
         self._frame_dispatch_table[_QuietDataFrame] = self._receive_data_frame
+        self.limits: InboundLimits | None = None
+        #: frames other than DATA queued since :meth:`take_answer_count`
+        self._answers = 0
+        self._now = 0.0
 
-    def receive_data(self, data: Buffer) -> list[Event]:
+    def set_limits(self, limits: InboundLimits) -> None:
+        """Enforce *limits* on what the peer sends from now on."""
+        self.limits = limits
+        self._frames.limits = limits
+
+    def take_answer_count(self) -> int:
+        """How many frames other than DATA were queued since the last call."""
+        answers, self._answers = self._answers, 0
+        return answers
+
+    def receive_data(self, data: Buffer, now: float = 0.0) -> list[Event]:
         """As :meth:`h2.connection.H2Connection.receive_data`, with a header that is not
-        UTF-8 reported as the protocol error it is.
+        UTF-8 reported as the protocol error it is, and the limits checked as of *now*.
 
-        :raises h2.exceptions.ProtocolError: for that too (a ``GOAWAY`` is queued)
+        :raises LimitBreach: if the peer went over a limit (a ``GOAWAY`` is queued)
+        :raises h2.exceptions.ProtocolError: for a broken frame too
         """
+        self._frames.now = now
+        self._now = now
         try:
             return super().receive_data(data)
         except UnicodeDecodeError as exc:
@@ -72,6 +123,53 @@ class GracefulH2Connection(H2Connection):
             # escape (found by fuzzing): end the connection as for any malformed frame
             self._terminate_connection(ErrorCodes.PROTOCOL_ERROR)
             raise ProtocolError(f"a header field is not UTF-8: {exc.reason}") from exc
+
+    def _receive_frame(self, frame: Frame) -> list[Event]:
+        limits = self.limits
+        if limits is not None:
+            kind = type(frame)
+            if kind is _QuietDataFrame:
+                # the bulk of the traffic: only an empty one counts
+                if not cast(DataFrame, frame).data and "END_STREAM" not in frame.flags:
+                    limits.on_frame(frame, self._now)
+            elif kind is HeadersFrame:
+                opens = frame.stream_id not in self.streams
+                limits.on_frame(frame, self._now, opens_stream=opens)
+            elif kind is RstStreamFrame:
+                stream = self.streams.get(frame.stream_id)
+                answered = stream is not None and bool(stream.state_machine.headers_sent)
+                limits.on_frame(frame, self._now, answered=answered)
+            else:
+                limits.on_frame(frame, self._now)
+        return super()._receive_frame(frame)
+
+    def _prepare_for_sending(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            if not isinstance(frame, DataFrame):
+                self._answers += 1
+        super()._prepare_for_sending(frames)
+
+    def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
+        connection_window = self._inbound_flow_control_window_manager.current_window_size
+        try:
+            return super()._receive_data_frame(frame)
+        except FlowControlError as exc:
+            # a peer past its credit is what bounds what one connection buffers
+            which = (
+                "connection_window"
+                if frame.flow_controlled_length > connection_window
+                else "receive_window"
+            )
+            raise LimitBreach(LimitExceeded(which, str(exc), ErrorCode.FLOW_CONTROL_ERROR)) from exc
+
+    def _receive_window_update_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
+        try:
+            return super()._receive_window_update_frame(frame)
+        except FlowControlError as exc:
+            # only the connection's window raises: a stream's overflow resets the stream
+            raise LimitBreach(
+                LimitExceeded("window_update_overflow", str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+            ) from exc
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         event = ConnectionTerminated()
@@ -119,6 +217,7 @@ def new_connection(
     max_concurrent_streams: int,
     max_header_list_size: int,
     upgrade_settings: bytes | None = None,
+    limits: InboundLimits | None = None,
 ) -> GracefulH2Connection:
     """A connection whose preface (and first ``SETTINGS``) is queued in ``data_to_send``.
 
@@ -135,6 +234,8 @@ def new_connection(
         normalize_inbound_headers=True,
     )
     connection = GracefulH2Connection(config=config)
+    if limits is not None:
+        connection.set_limits(limits)
     values = {
         SettingCodes.INITIAL_WINDOW_SIZE: receive_window,
         SettingCodes.MAX_FRAME_SIZE: max_frame_size,

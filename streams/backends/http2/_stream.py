@@ -3,12 +3,17 @@ was opened with, and the connection-level credit of what its reader consumed."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..._core.headers import Headers
 from ..._core.stream import MuxStream, StreamOwner
 
 __all__ = ["Http2Stream"]
+
+#: DATA payloads below this size are joined to the chunk before them while it is small
+SMALL_FRAME = 1024
+#: how large a chunk of joined small payloads grows
+JOINED_CHUNK = 16 * 1024
 
 
 class _CreditSink(StreamOwner, Protocol):
@@ -39,6 +44,22 @@ class Http2Stream(MuxStream):
         self.ended_with_headers = True
         self._write_eof()
 
+    def on_data(self, data: bytes) -> None:
+        super().on_data(data)
+        chunks = self._chunks
+        if len(data) < SMALL_FRAME and len(chunks) > 1 and chunks[-1] is data:
+            # a peer dribbling tiny frames would otherwise make us keep one object (some
+            # 40 bytes) per byte of window: small frames are joined as they arrive
+            last: object = chunks[-2]
+            assert isinstance(last, (bytes, bytearray))
+            if len(last) < JOINED_CHUNK:
+                chunks.pop()
+                if isinstance(last, bytearray):
+                    last += data
+                else:
+                    # the chunk queue holds bytes-like objects; _take hands out bytes
+                    chunks[-1] = cast(bytes, bytearray(last) + data)
+
     def _take(self, max_bytes: int) -> bytes:
         chunks = self._chunks
         if len(chunks) > 1 and len(chunks[0]) < max_bytes:
@@ -51,6 +72,8 @@ class Http2Stream(MuxStream):
                 parts.append(chunks.popleft())
             chunks.appendleft(b"".join(parts) if len(parts) > 1 else parts[0])
         data = super()._take(max_bytes)
+        if type(data) is not bytes:
+            data = bytes(data)
         # the connection's credit follows every read; the stream's is batched by its window
         self.data_credited += len(data)
         self._provider.return_connection_credit(len(data))

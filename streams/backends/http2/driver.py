@@ -29,6 +29,7 @@ from ..._core.errors import (
     ConnectionLost,
     ErrorCode,
     GoingAway,
+    LimitExceeded,
     OpenTimeout,
     ProtocolError,
     StreamError,
@@ -36,12 +37,22 @@ from ..._core.errors import (
 )
 from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers, HeadersLike
+from ..._core.limits import FloodGuard, log_limit_exceeded
 from ..._core.mux import MuxProvider
 from ..._core.stream import AcceptState, MuxStream
-from ..._core.transport import CoalescingBuffer
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
+from ._codec_limits import HEADER_BLOCK_SLACK, AnswerQueue, InboundLimits
 from ._codec_upgrade import UpgradeRequest
+from ._guard import (
+    Outbound,
+    RefusalLog,
+    WatchedSend,
+    goaway_for,
+    limit_exceeded,
+    linger,
+    peer_name,
+)
 from ._stream import Http2Stream
 from .settings import Http2Settings
 
@@ -94,8 +105,9 @@ class Http2Provider(MuxProvider):
         self._transport = transport
         # the coalescing writer sends HEADERS, DATA and END_STREAM queued together in one
         # write, and lets writers past the mark take turns in order
-        self._out = CoalescingBuffer(
-            transport,
+        self._sender = WatchedSend(transport)
+        self._out = Outbound(
+            self._sender,
             high_water=max(1 << 20, settings.max_frame_size * 4),
             turn_bytes=settings.max_frame_size,
         )
@@ -110,7 +122,14 @@ class Http2Provider(MuxProvider):
             max_concurrent_streams=settings.max_incoming_streams,
             max_header_list_size=settings.max_header_list_size,
             upgrade_settings=upgrade.settings if upgrade is not None else None,
+            # the buckets start full, so the clock may start anywhere
+            limits=InboundLimits(
+                FloodGuard.from_settings(settings, 0.0),
+                settings.max_header_list_size + HEADER_BLOCK_SLACK,
+            ),
         )
+        self._answers = AnswerQueue(settings.max_queued_control_frames)
+        self._refusals = RefusalLog(peer_name(transport))
         self._initial_data = initial_data
         self._upgrade = upgrade
         self._send_waiters: dict[int, anyio.Event] = {}
@@ -119,6 +138,8 @@ class Http2Provider(MuxProvider):
         self._pings: dict[bytes, tuple[float, anyio.Event]] = {}
         self._ping_results: dict[bytes, float] = {}
         self._torn_down = False
+        # set once a connection closed for a limit has lingered
+        self._lingering: anyio.Event | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -166,8 +187,12 @@ class Http2Provider(MuxProvider):
                 self._teardown(ConnectionLost(f"reading from the connection failed: {exc}"))
                 return
             try:
-                events = self._conn.receive_data(data)
+                events = self._conn.receive_data(data, anyio.current_time())
             except _H2_ERRORS as exc:
+                exceeded = limit_exceeded(exc, self.h2_settings)
+                if exceeded is not None:
+                    self._close_for_limit(exceeded)
+                    return
                 code = getattr(exc, "error_code", None)
                 if isinstance(exc, hpack.HPACKError):
                     code = ErrorCode.COMPRESSION_ERROR
@@ -193,6 +218,25 @@ class Http2Provider(MuxProvider):
             self._flush()
             if self._torn_down:
                 return
+            self._answers.taken(self._out.queued)
+            # a reader's burst may queue many answers at once; only while the writer is
+            # stuck do they show a peer that does not read
+            if self._sender.sending:
+                try:
+                    self._answers.check()
+                except LimitExceeded as exc:
+                    self._close_for_limit(exc)
+                    return
+
+    def _close_for_limit(self, error: LimitExceeded) -> None:
+        """End the connection for a limit the peer went over: log which, and send a
+        ``GOAWAY`` with its code ahead of anything still queued (a peer that floods us
+        rarely reads, and what waits for it is worthless now)."""
+        log_limit_exceeded(logger, error, peer_name(self._transport))
+        self._out.discard_queued()
+        self._conn.data_to_send()
+        self._out.write(goaway_for(error, self._conn.highest_inbound_stream_id))
+        self._teardown(error, linger=True)
 
     async def _keepalive(self, interval: float) -> None:
         while not self._torn_down:
@@ -239,8 +283,11 @@ class Http2Provider(MuxProvider):
             self.check_can_open()
             raise ConnectionLost("the connection is closed")
 
-    def _teardown(self, error: ConnectionLost) -> None:
-        """The connection ends now: fail everything, flush what is queued, close."""
+    def _teardown(self, error: ConnectionLost, *, linger: bool = False) -> None:
+        """The connection ends now: fail everything, flush what is queued, close.
+
+        With *linger*, the peer gets time to read our last frames; see :meth:`_linger`.
+        """
         if self._torn_down:
             return
         self._torn_down = True
@@ -248,13 +295,21 @@ class Http2Provider(MuxProvider):
         self._wake_everyone()
         self._out.close()
         if self._task_group is not None:
+            if linger:
+                self._lingering = anyio.Event()
             self._task_group.start_soon(self._close_after_flush)
 
     async def _close_after_flush(self) -> None:
         try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.5):
-                await self._writer_done.wait()
+            with anyio.CancelScope(shield=True):
+                if self._lingering is not None:
+                    await linger(self._transport, self._out, self._writer_done)
+                else:
+                    with anyio.move_on_after(1.5):
+                        await self._writer_done.wait()
         finally:
+            if self._lingering is not None:
+                self._lingering.set()
             await anyio.aclose_forcefully(self._transport)
 
     async def _close_transport(self) -> None:
@@ -265,6 +320,8 @@ class Http2Provider(MuxProvider):
         try:
             with anyio.move_on_after(1.5):
                 await self._writer_done.wait()
+            if self._lingering is not None:
+                await self._lingering.wait()
         finally:
             await anyio.aclose_forcefully(self._transport)
 
@@ -281,6 +338,7 @@ class Http2Provider(MuxProvider):
         data = self._conn.data_to_send()
         if data:
             self._out.write(data)
+            self._answers.queued(len(data), self._conn.take_answer_count())
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -559,7 +617,31 @@ class Http2Provider(MuxProvider):
     def _on_request(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id or 0
         stream = self._new_stream(stream_id, Headers(_pairs(event.headers)), local=False)
+        settings = self.settings
+        if len(stream.headers) > settings.max_headers:
+            # the block was decoded (HPACK stays in step), so refusing the stream is enough
+            self.streams[stream_id] = stream
+            self._incoming_count += 1
+            self._refuse_for_limit(
+                stream,
+                "max_headers",
+                f"{len(stream.headers)} headers, more than {settings.max_headers}",
+                status="431",
+            )
+            return
+        if self._incoming_count >= settings.max_incoming_streams:
+            self._refusals.log(
+                logger,
+                stream_id,
+                "max_incoming_streams",
+                f"more than {settings.max_incoming_streams} streams at once",
+            )
         self.incoming(stream)
+
+    def _refuse_for_limit(self, stream: MuxStream, limit: str, why: str, *, status: str) -> None:
+        self._refusals.log(logger, stream.stream_id, limit, why)
+        rejection = StreamRejected(Headers({":status": status}), why, code=ErrorCode.REFUSED_STREAM)
+        self._reject(stream, rejection)
 
     def _on_response(self, event: h2.events.ResponseReceived) -> None:
         stream_id = event.stream_id or 0
