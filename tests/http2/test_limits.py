@@ -183,7 +183,7 @@ def test_window_update_overflow_is_a_flow_control_error() -> None:
     )
     with pytest.raises(LimitBreach) as caught:
         connection.receive_data(WindowUpdateFrame(0, window_increment=1).serialize(), 0.0)
-    assert caught.value.exceeded.limit == "window_update_overflow"
+    assert caught.value.exceeded.limit == "window_overflow"
     assert goaway_code(connection) == ErrorCode.FLOW_CONTROL_ERROR
 
 

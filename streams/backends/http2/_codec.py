@@ -168,7 +168,7 @@ class GracefulH2Connection(H2Connection):
         except FlowControlError as exc:
             # only the connection's window raises: a stream's overflow resets the stream
             raise LimitBreach(
-                LimitExceeded("window_update_overflow", str(exc), ErrorCode.FLOW_CONTROL_ERROR)
+                LimitExceeded("window_overflow", str(exc), ErrorCode.FLOW_CONTROL_ERROR)
             ) from exc
 
     def _receive_goaway_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:

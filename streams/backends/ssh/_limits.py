@@ -238,7 +238,7 @@ class ConnectionGuard:
                 # RFC 4254 5.2: a window must not grow past 2**32-1
                 self.exceeded(
                     LimitExceeded(
-                        "window_update_overflow",
+                        "window_overflow",
                         f"a window adjust of {increment} overflows a window of {window}",
                         ErrorCode.FLOW_CONTROL_ERROR,
                     )

@@ -333,7 +333,7 @@ async def test_window_update_overflow(anyio_backend: str) -> None:
     await closes_with(
         anyio_backend,
         attack,
-        limit="window_update_overflow",
+        limit="window_overflow",
         code=ErrorCode.FLOW_CONTROL_ERROR,
     )
 

@@ -418,7 +418,7 @@ async def test_window_adjust_overflow_with_defaults(default_server: EchoServer, 
         await asyncio.sleep(0)
 
     await _flood_then_check(
-        default_server, keys, "window overflow", "window_update_overflow", flood
+        default_server, keys, "window overflow", "window_overflow", flood
     )
 
 
