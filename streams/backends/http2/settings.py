@@ -28,7 +28,7 @@ class Http2Settings(MuxSettings):
     #: the connection-level receive window, in bytes. Credit is returned as the
     #: application reads, so this bounds what all streams together may buffer; it is
     #: large by default so that one stalled stream does not starve the others
-    connection_window: int = 64 * 1024 * 1024
+    connection_window: int = 16 * 1024 * 1024
     #: seconds between keepalive PINGs (``None``: no keepalive)
     keepalive_interval: float | None = None
     #: seconds a PING may go unanswered before the connection is declared dead

@@ -78,7 +78,7 @@ class SSHSettings:
     #: buffers, data asyncssh holds for paused channels, unfinished header frames); more
     #: closes the connection. SSH has no connection-level window, so without this bound
     #: a peer could fill ``window`` bytes on every channel it opens
-    max_connection_buffer: int = 64 * 1024 * 1024
+    max_connection_buffer: int = 32 * 1024 * 1024
     #: the largest header frame (the opener's headers) accepted on one stream, in bytes;
     #: a larger one refuses that stream only
     max_header_block: int = 64 * 1024

@@ -24,6 +24,7 @@ import pytest
 
 from streams import ErrorCode, StreamProvider
 from streams.backends.http2 import BACKEND
+from streams.backends.http2.settings import Http2Settings
 from tests.hardening.abuse.harness import (
     EchoServer,
     attacker_socket,
@@ -340,10 +341,15 @@ async def test_window_update_overflow(anyio_backend: str) -> None:
 
 async def test_data_beyond_the_connection_window_with_default_limits(anyio_backend: str) -> None:
     """Many streams each filling its window while nothing is read back: what the server
-    buffers is bounded by the connection window (64 MiB by default), and data past it
+    buffers is bounded by the connection window (16 MiB by default), and data past it
     ends the connection."""
     chunk = b"d" * 16384
-    streams = range(1, 2 * 500, 2)
+    # each stream fills its 256 KiB window; the echo reads (and so credits back) some of
+    # each before its own sends stall, so four times what the connection window holds
+    # passes it, without outlasting the linger that lets the GOAWAY reach the attacker
+    settings = Http2Settings()
+    count = 4 * settings.connection_window // settings.receive_window
+    streams = range(1, 2 * count, 2)
     payload = b"".join(opens(i) + frame(DATA, 0, i, chunk) * 16 for i in streams)
     attack = Attack(payload, count=1)
     await closes_with(

@@ -417,9 +417,7 @@ async def test_window_adjust_overflow_with_defaults(default_server: EchoServer, 
             attack.send(MSG_CHANNEL_WINDOW_ADJUST, UInt32(chan._send_chan), UInt32(0xFFFFFFFF))
         await asyncio.sleep(0)
 
-    await _flood_then_check(
-        default_server, keys, "window overflow", "window_overflow", flood
-    )
+    await _flood_then_check(default_server, keys, "window overflow", "window_overflow", flood)
 
 
 async def test_unread_data_on_many_channels_with_defaults(
