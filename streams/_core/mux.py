@@ -65,8 +65,8 @@ class MuxSettings:
     open_timeout: float | None = 30.0
     #: seconds :meth:`StreamProvider.aclose` lets open streams finish
     close_grace: float = 5.0
-    #: headers one header block may carry; more is a protocol error (the block's size in
-    #: bytes is limited by each backend's own setting)
+    #: headers one header block may carry; a stream whose block has more is refused (the
+    #: block's size in bytes is limited by each backend's own setting)
     max_headers: int = 128
     #: new streams the peer may open per second, on average (``0``: unlimited). High
     #: enough for any real workload; concurrency is bounded by ``max_incoming_streams``
