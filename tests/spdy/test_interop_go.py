@@ -124,9 +124,17 @@ async def exercise_go_server(provider: StreamProvider, process: subprocess.Popen
         await provider.open_stream({"x-reject": "1"})
     assert refused.value.retryable
 
-    # ping
-    rtt = await provider.ping()
-    assert 0 < rtt < 5
+    # ping. spdystream queues each incoming frame for one of five frame workers (stream
+    # frames by stream id, pings round-robin), and a worker can sit behind a stream
+    # handler still blocked from the steps above, so one ping in dozens goes unanswered
+    # (seen on main too); the next ping goes to the next worker. Answered within three
+    # tries is what is checked.
+    rtt = 0.0
+    for _ in range(3):
+        with anyio.move_on_after(5):
+            rtt = await provider.ping()
+            break
+    assert 0 < rtt < 5, "three pings went unanswered"
     assert provider.rtt == rtt
 
     # streams opened by the Go side are accepted and echoed here
