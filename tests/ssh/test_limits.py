@@ -131,9 +131,10 @@ async def test_ping_flood_fails_every_stream_with_the_limit(ssh_keys: Keys) -> N
 
 @pytest.mark.anyio
 async def test_unread_data_over_the_connection_buffer(ssh_keys: Keys) -> None:
-    """Three streams whose data nobody reads, 1 MiB each, against a 1 MiB connection
-    buffer: SSH would let each channel fill its 2 MiB window; the guard counts what is
-    held across the channels and disconnects."""
+    """Three streams whose data nobody reads, 3 MiB each, against a 1 MiB connection
+    buffer: SSH lets each channel fill its 2 MiB window (so every sender is still
+    waiting for window when the limit trips); the guard counts what is held across the
+    channels and disconnects."""
     with anyio.fail_after(30):
         async with ssh_pair(ssh_keys, max_connection_buffer=1 << 20) as pair:
             client, server = pair.client, pair.server
@@ -145,7 +146,7 @@ async def test_unread_data_over_the_connection_buffer(ssh_keys: Keys) -> None:
             async def fill() -> None:
                 try:
                     stream = await client.open_stream()
-                    for _ in range(16):
+                    for _ in range(48):
                         await stream.send(chunk)
                 except Exception as exc:
                     errors.append(exc)

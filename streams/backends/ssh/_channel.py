@@ -160,6 +160,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # an accepted channel: no packet can have arrived before this call
             watch_eof(chan, self)
         self.chan = chan
+        _count_queued_data_in_window(chan)
         if self.guard is not None:
             self.guard.watch_channel(chan, self)
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
@@ -489,3 +490,30 @@ class ControlSession(asyncssh.SSHUNIXSession[bytes]):
         """Write a control message, if the channel is still open."""
         if self.chan is not None and not self.chan.is_closing():
             self.chan.write(data)
+
+
+def _count_queued_data_in_window(chan: SSHChannel[bytes]) -> None:
+    """Make asyncssh's window grants leave out the data it still queues for the session.
+
+    While reading is paused asyncssh queues incoming data, and when it delivers a queued
+    packet it tops the peer's window back up to the full size regardless of what is still
+    queued behind it: every pause and resume granted the peer another half window, so a
+    reader slower than its sender let the queue grow without bound (32 MB behind a 2 MiB
+    window in a 64 MiB transfer). Counting the queued bytes as if still in flight while
+    asyncssh decides makes it grant only the room that is really free.
+    """
+    deliver = chan._deliver_data
+    queue: list[tuple[bytes, Any]] = chan._recv_buf
+
+    def deliver_within_the_window(data: bytes, datatype: Any) -> None:
+        queued = sum(len(item) for item, _ in queue) if queue else 0
+        if not queued:
+            deliver(data, datatype)
+            return
+        chan._recv_window += queued
+        try:
+            deliver(data, datatype)
+        finally:
+            chan._recv_window -= queued
+
+    chan._deliver_data = deliver_within_the_window  # type: ignore[method-assign]

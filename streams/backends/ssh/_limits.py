@@ -452,6 +452,9 @@ class _Drain(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         """Dropped: the connection is over."""
 
+    def eof_received(self) -> None:
+        """The peer closed its side too: the transport closes (nothing to linger for)."""
+
 
 def disconnect(
     conn: asyncssh.SSHClientConnection | asyncssh.SSHServerConnection, code: int, reason: str
@@ -477,6 +480,8 @@ def disconnect(
             loop.call_later(DISCONNECT_GRACE, abort)
 
         transport.abort = linger  # type: ignore[method-assign]
+        # the provider's close cuts a lingering socket itself when its loop may end first
+        conn._streams_lingering = (transport, abort)  # type: ignore[union-attr]
     # not conn.disconnect(): it first closes every channel, which the peer would take
     # for a reset of each stream before it learns that the whole connection failed
     conn._send_disconnect(code, reason, DEFAULT_LANG)

@@ -58,7 +58,7 @@ from ._config import (
     SSHAttribute,
     SSHSettings,
 )
-from ._limits import ConnectionGuard, disconnect
+from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
 
 __all__ = ["SSHProvider"]
 
@@ -194,6 +194,17 @@ class SSHProvider(MuxProvider):
             return
         conn.close()
         await self.bridge.run(conn.wait_closed)
+        lingering = getattr(conn, "_streams_lingering", None)
+        if lingering is not None:
+            # a socket left draining after a disconnect for a limit: give the peer the
+            # grace to read the reason and close, then cut it before this provider is
+            # gone (a timer on a loop that ends first would leak the socket)
+            transport, abort = lingering
+            with anyio.move_on_after(DISCONNECT_GRACE):
+                while not transport.is_closing():  # noqa: ASYNC110 (an asyncio transport: no anyio event to wait on)
+                    await anyio.sleep(0.02)
+            if not transport.is_closing():
+                abort()
 
     def protocol_violation(self, message: str) -> None:
         """The peer broke the framing of our channels: fail the whole connection."""
