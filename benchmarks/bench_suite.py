@@ -218,7 +218,13 @@ async def _stack(
         pool = Pool([backend.dialer(server.address, options)], options=pool_options)
         async with Failover([[(server.address, pool)]], name="bench") as failover:
             metrics = StreamMetrics(CollectorRegistry())
-            yield MetricsProvider(failover, upstream="bench", metrics=metrics), server.listener
+            client = MetricsProvider(failover, upstream="bench", metrics=metrics)
+            # the first open waits for the pool's dial: keep it out of every figure
+            opened = await client.open_stream()
+            accepted = await server.listener.accept()
+            await opened.aclose()
+            await accepted.aclose()
+            yield client, server.listener
 
 
 async def measure_ours(pair: Pair, sizes: Sizes, memory: bool) -> dict[str, float]:

@@ -12,6 +12,7 @@ which its documentation does not support).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,6 +27,8 @@ NAME = "grpcio"
 LOOPS = ("asyncio",)
 EXTRA = "bench"
 CHUNK = 1024 * 1024
+# the C core logs each GOAWAY at shutdown to stderr otherwise
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 _OPTIONS = [
     ("grpc.max_send_message_length", 4 * CHUNK),
     ("grpc.max_receive_message_length", 4 * CHUNK),
