@@ -163,3 +163,59 @@ def emit(report: Report, *, json_output: bool, plot: str | None = None) -> int:
             console.print(f"[red]failed: {failure}")
         console.print(f"{report.seconds:.0f} s")
     return 1 if report.failures else 0
+
+
+def markdown(document: dict[str, Any]) -> str:
+    """The figures and ratios of a ``--json`` document as Markdown tables, one column per
+    loop (what ``docs/performance.md`` shows):
+    ``python -m benchmarks._report RUN.json``."""
+    from .bench_suite import WORKLOADS
+
+    loops = [*document["loops"], "go"]
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for m in document["measurements"]:
+        values.setdefault((m["subject"], m["workload"]), {})[m["loop"]] = m["value"]
+    shown = [loop for loop in loops if any(loop in v for v in values.values())]
+    lines = [
+        "| subject | figure | " + " | ".join(shown) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in shown) + " |",
+    ]
+    for (subject, workload), found in values.items():
+        label, unit, _ = WORKLOADS[workload]
+        cells = [_number(found[loop], unit) if loop in found else "" for loop in shown]
+        lines.append(f"| {subject} | {label} ({unit}) | " + " | ".join(cells) + " |")
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in document["comparisons"]:
+        rows.setdefault(describe(row), {})[row["loop"]] = row
+    ratio_loops = document["loops"]
+    lines += [
+        "",
+        "| ratio | target | " + " | ".join(ratio_loops) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in ratio_loops) + " |",
+    ]
+    for text, by_loop in rows.items():
+        first = next(iter(by_loop.values()))
+        target = ""
+        if first["target"] is not None:
+            target = (">= " if first["kind"] == "min" else "<= ") + f"{first['target']:g}"
+        cells = []
+        for loop in ratio_loops:
+            row = by_loop.get(loop)
+            if row is None:
+                cells.append("")
+                continue
+            cell = _number(row["ratio"], "ratio") if row["baseline"] else ""
+            if row["baseline"] is None:
+                cell = _number(row["ratio"], WORKLOADS[row["workload"]][1])
+            if row["met"] is not None:
+                cell += " met" if row["met"] else f" **{verdict(row).split(': ')[1]}**"
+            cells.append(cell)
+        lines.append(f"| {text} | {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    with open(sys.argv[1]) as file:
+        print(markdown(json.load(file)), end="")

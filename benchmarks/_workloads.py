@@ -49,14 +49,14 @@ class Sizes:
 
 #: the full run: the figures in ``docs/performance.md``
 FULL = Sizes(
-    bulk_bytes=128 * 1024 * 1024,
-    opens=1500,
-    concurrent_opens=3000,
-    many_seconds=1.0,
+    bulk_bytes=64 * 1024 * 1024,
+    opens=1000,
+    concurrent_opens=2000,
+    many_seconds=0.5,
     idle_streams=10_000,
-    rounds=2,
+    rounds=3,
 )
-#: about a minute for every loop's worth of one loop
+#: ``--quick``: about half a minute a loop
 QUICK = Sizes(
     bulk_bytes=32 * 1024 * 1024,
     opens=300,

@@ -272,6 +272,8 @@ class Report:
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     failures: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    #: "subject on loop" -> seconds it took, every round together
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def value(self, subject: str, workload: str, loop: str) -> tuple[float, str] | None:
         """The figure and the loop it was measured on: *loop*, or for a baseline that runs
@@ -342,6 +344,7 @@ class Report:
             "loops": self.loops,
             "sizes": dataclasses.asdict(self.sizes),
             "seconds": round(self.seconds, 1),
+            "timings": {key: round(value, 1) for key, value in self.timings.items()},
             "measurements": [m.as_dict() for m in self.measurements],
             "comparisons": self.comparisons(),
             "skipped": self.skipped,
@@ -370,29 +373,33 @@ async def _measure_loop(
     baselines: list[Baseline],
     report: Report,
     progress: Progress,
+    *,
+    memory: bool = True,
 ) -> None:
     best: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as directory:
         for round_index in range(sizes.rounds):
+            with_memory = memory and round_index == 0
             # baselines and ours alternate, so each ratio's two sides run close in time
             subjects: list[tuple[str, Callable[[], Any]]] = []
             for baseline in baselines:
                 subjects.append(
-                    (baseline.name, lambda b=baseline, r=round_index: b.measure(sizes, r == 0))
+                    (baseline.name, lambda b=baseline, m=with_memory: b.measure(sizes, m))
                 )
             for name in ours:
                 pair = our_pair(name, sizes, Path(directory))
-                subjects.append(
-                    (name, lambda p=pair, r=round_index: measure_ours(p, sizes, r == 0))
-                )
+                subjects.append((name, lambda p=pair, m=with_memory: measure_ours(p, sizes, m)))
             order = _interleave(subjects)
             for name, run in order:
                 progress(f"{name} on {loop} (round {round_index + 1} of {sizes.rounds})")
+                started = time.perf_counter()
                 try:
                     with anyio.fail_after(600):
                         _keep_best(best.setdefault(name, {}), await run())
                 except Exception as exc:
                     report.failures.append(f"{name} on {loop}: {exc!r}")
+                key = f"{name} on {loop}"
+                report.timings[key] = report.timings.get(key, 0.0) + (time.perf_counter() - started)
     loop_of = {b.name: (ANY_LOOP if b.loops == (ANY_LOOP,) else loop) for b in baselines}
     for name, found in best.items():
         for workload, value in found.items():
@@ -451,7 +458,9 @@ def run_suite(
     for index, loop in enumerate(loops):
         here = [b for b in baselines if loop in b.loops or (index == 0 and b in once)]
         run_on_loop(
-            lambda loop=loop, here=here: _measure_loop(loop, sizes, ours, here, report, progress),
+            lambda loop=loop, here=here, first=index == 0: _measure_loop(
+                loop, sizes, ours, here, report, progress, memory=first
+            ),
             "asyncio" if loop == ANY_LOOP else loop,
         )
     if "asyncio" not in loops and extra_asyncio:

@@ -99,20 +99,30 @@ def _run_suite(args: argparse.Namespace) -> int:
     suite = importlib.import_module("benchmarks.bench_suite")
     report_module = importlib.import_module("benchmarks._report")
     console = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("starting", total=None)
+    loops, sizes = suite.chosen_loops(args), suite.chosen_sizes(args)
+    if not console.is_terminal:
+        # a log (CI, a file): one line per step instead of a live display
         report = suite.run_suite(
-            suite.chosen_loops(args),
-            suite.chosen_sizes(args),
+            loops,
+            sizes,
             only=args.subject,
-            progress=lambda text: progress.update(task, description=text),
+            progress=lambda text: print(text, file=sys.stderr, flush=True),
         )
+    else:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+            report = suite.run_suite(
+                loops,
+                sizes,
+                only=args.subject,
+                progress=lambda text: progress.update(task, description=text),
+            )
     status: int = report_module.emit(report, json_output=args.json, plot=args.plot)
     return status
 
