@@ -155,6 +155,11 @@ def emit(report: Report, *, json_output: bool, plot: str | None = None) -> int:
         console = Console(width=max(Console().width, 160))
         for table in _tables(report):
             console.print(table)
+        from .bench_suite import IDLE_LIMITS
+
+        for name, limit in IDLE_LIMITS.items():
+            if limit < report.sizes.idle_streams:
+                console.print(f"{name}: memory per idle stream measured with {limit:,} streams")
         for name, note in notes_of_baselines().items():
             console.print(f"{name}: {note}")
         for name, reason in report.skipped.items():
