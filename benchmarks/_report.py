@@ -128,13 +128,15 @@ def plot(report: Report, path: str) -> None:
             if row["kind"] == "max":
                 score = row["target"] / row["ratio"] if row["ratio"] else 0.0
             positions.append(labels.index(describe(row)) + index * height)
-            scores.append(score)
+            # a log axis needs a positive width; a zero ratio shows as a sliver
+            scores.append(max(score, 1e-3))
         axes.barh(positions, scores, height=height, label=loop)
+    axes.set_xscale("log", base=2)
     axes.axvline(1.0, color="black", linewidth=1)
     axes.set_yticks([i + height * (len(loops) - 1) / 2 for i in range(len(labels))])
     axes.set_yticklabels(labels, fontsize=8)
     axes.invert_yaxis()
-    axes.set_xlabel("measured ratio / target (right of the line: met)")
+    axes.set_xlabel("measured ratio / target, log scale (right of the line: met)")
     axes.set_title("streams bench: ratios against baselines from the same run")
     axes.legend(loc="lower right")
     figure.tight_layout()
