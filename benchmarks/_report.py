@@ -153,6 +153,7 @@ def emit(report: Report, *, json_output: bool, plot: str | None = None) -> int:
         print(json.dumps(report.as_json(), indent=2))
     else:
         from rich.console import Console
+        from rich.markup import escape
 
         console = Console(width=max(Console().width, 160))
         for table in _tables(report):
@@ -163,11 +164,11 @@ def emit(report: Report, *, json_output: bool, plot: str | None = None) -> int:
             if limit < report.sizes.idle_streams:
                 console.print(f"{name}: memory per idle stream measured with {limit:,} streams")
         for name, note in notes_of_baselines().items():
-            console.print(f"{name}: {note}")
+            console.print(escape(f"{name}: {note}"))
         for name, reason in report.skipped.items():
-            console.print(f"[yellow]skipped {name}: {reason}")
+            console.print("[yellow]" + escape(f"skipped {name}: {reason}"))
         for failure in report.failures:
-            console.print(f"[red]failed: {failure}")
+            console.print("[red]" + escape(f"failed: {failure}"))
         console.print(f"{report.seconds:.0f} s")
     return 1 if report.failures else 0
 

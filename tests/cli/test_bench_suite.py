@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -133,3 +134,14 @@ def test_the_smallest_run_prints_json_and_draws_a_png(tmp_path: Path) -> None:
         assert plot.read_bytes().startswith(PNG)
     else:
         pytest.skip("matplotlib is not installed: the plot was not checked")
+
+
+def test_a_missing_baseline_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.baselines import grpc_bidi, httpx_hypercorn
+
+    monkeypatch.setitem(sys.modules, "grpc", None)
+    monkeypatch.setitem(sys.modules, "hypercorn", None)
+    assert grpc_bidi.missing() == "grpcio is not installed (pip install 'streams[bench]')"
+    assert httpx_hypercorn.missing() == (
+        "hypercorn is not installed (pip install 'streams[bench]')"
+    )
