@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-import sniffio
 
 from .. import _workloads as workloads
 from .._common import Stopwatch
@@ -78,6 +77,7 @@ def _free_port() -> int:
 @contextlib.asynccontextmanager
 async def _client() -> AsyncIterator[Any]:
     import httpx
+    import sniffio
     from hypercorn.config import Config
 
     logging.getLogger("hypercorn.error").setLevel(logging.ERROR)
