@@ -249,7 +249,8 @@ async def many_streams(
     chunk: int = 64 * 1024,
 ) -> tuple[float, float]:
     """(total MB/s, slowest stream's bytes / fastest's) with *streams* streams sending at
-    once for *seconds*, after a quarter of that to let the windows settle."""
+    once for *seconds*, after as long again to let the windows grow and settle (SSH ramps
+    up over the first few tenths of a second)."""
     pairs: list[tuple[Stream, Stream]] = []
     for _ in range(streams):
         pairs.append((await client.open_stream(), await listener.accept()))
@@ -271,7 +272,7 @@ async def many_streams(
         for index, (opened, accepted) in enumerate(pairs):
             group.start_soon(send, opened)
             group.start_soon(receive, index, accepted)
-        await anyio.sleep(seconds / 4)
+        await anyio.sleep(seconds)
         start = list(counts)
         with Stopwatch() as watch:
             await anyio.sleep(seconds)
