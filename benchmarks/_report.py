@@ -40,9 +40,9 @@ def verdict(row: dict[str, Any]) -> str:
     sign = ">=" if row["kind"] == "min" else "<="
     if row["met"]:
         return f"{sign} {target:g}: met"
-    if row["kind"] == "min":
-        return f"{sign} {target:g}: missed by {1 - ratio / target:.0%}"
-    return f"{sign} {target:g}: over by {ratio / target - 1:.0%}"
+    gap = 1 - ratio / target if row["kind"] == "min" else ratio / target - 1
+    text = f"{gap:.1%}" if gap < 0.01 else f"{gap:.0%}"
+    return f"{sign} {target:g}: " + ("missed by " if row["kind"] == "min" else "over by ") + text
 
 
 def _tables(report: Report) -> list[Any]:
