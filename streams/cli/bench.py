@@ -1,6 +1,13 @@
-"""``streams bench``: the benchmark suite of a source checkout, with progress and a table of
-results (``--json`` for machines). Every figure is a ratio against a baseline measured in
-the same run; targets come from the project's issues."""
+"""``streams bench``: the benchmark suite of a source checkout, with progress and tables of
+results (``--json`` for machines, ``--plot FILE.png`` for a picture of the ratios).
+
+With no ``--only``, it runs the whole comparison (``benchmarks/bench_suite.py``): every
+backend and the wrapped stack against the baselines (raw TCP, a TCP connection per
+exchange, a bare asyncssh channel, httpx with hypercorn, grpcio, a minimal h2 driver, the
+Go yamux and spdystream peers) measured in the same run. Every figure is a ratio against a
+baseline measured in the same run; targets come from the project's issues. A baseline whose
+package is missing is skipped with the extra to install (``pip install 'streams[bench]'``).
+``--only NAME`` runs one of the older focused benchmarks (framer, http2, metrics, ...)."""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from .._core.errors import ConfigError
 __all__ = ["add_parser"]
 
 LOOPS = ("asyncio", "uvloop", "trio")
+SUITE = "suite"
 
 
 def add_parser(commands: Any, name: str) -> None:
@@ -26,7 +34,7 @@ def add_parser(commands: Any, name: str) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        help="run only this benchmark (framer, metrics, ...); repeatable",
+        help="run only this focused benchmark (framer, metrics, ...); repeatable",
     )
     parser.add_argument(
         "--loop",
@@ -35,6 +43,17 @@ def add_parser(commands: Any, name: str) -> None:
         help="event loop to measure on; repeatable; 'all' for every one (default: asyncio)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the suite's ratios into a PNG")
+    parser.add_argument(
+        "--quick", action="store_true", help="the suite with small counts: about a minute a loop"
+    )
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--subject",
+        action="append",
+        metavar="NAME",
+        help="the suite measures only this backend or baseline (repeatable)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.set_defaults(run=run)
 
@@ -60,20 +79,60 @@ def _names(package: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-
     package = _benchmarks_package()
-    common = importlib.import_module("benchmarks._common")
     available = _names(package)
     if args.list:
         print("\n".join(available))
         return 0
-    chosen = args.only or available
-    unknown = sorted(set(chosen) - set(available))
+    if not args.only or args.only == [SUITE]:
+        return _run_suite(args)
+    unknown = sorted(set(args.only) - set(available))
     if unknown:
         raise ConfigError(f"no benchmark {', '.join(unknown)}; known: {', '.join(available)}")
+    return _run_focused(args)
+
+
+def _run_suite(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    suite = importlib.import_module("benchmarks.bench_suite")
+    report_module = importlib.import_module("benchmarks._report")
+    console = Console(stderr=True)
+    loops, sizes = suite.chosen_loops(args), suite.chosen_sizes(args)
+    if not console.is_terminal:
+        # a log (CI, a file): one line per step instead of a live display
+        report = suite.run_suite(
+            loops,
+            sizes,
+            only=args.subject,
+            progress=lambda text: print(text, file=sys.stderr, flush=True),
+        )
+    else:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("starting", total=None)
+            report = suite.run_suite(
+                loops,
+                sizes,
+                only=args.subject,
+                progress=lambda text: progress.update(task, description=text),
+            )
+    status: int = report_module.emit(report, json_output=args.json, plot=args.plot)
+    return status
+
+
+def _run_focused(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    common = importlib.import_module("benchmarks._common")
     loops = args.loop or ["asyncio"]
     if "all" in loops:
         loops = list(LOOPS)
@@ -87,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
         console=console,
         transient=True,
     ) as progress:
-        for name in chosen:
+        for name in args.only:
             module = importlib.import_module(f"benchmarks.bench_{name}")
+            if not hasattr(module, "measure"):
+                failures.append(f"{name}: run it as python -m benchmarks.bench_{name}")
+                continue
             for loop in loops:
                 task = progress.add_task(f"{name} on {loop}", total=None)
                 try:
