@@ -96,6 +96,8 @@ class GracefulH2Connection(H2Connection):
         #: frames other than DATA queued since :meth:`take_answer_count`
         self._answers = 0
         self._now = 0.0
+        #: inside the handling of a received frame: what is queued now answers the peer
+        self._answering = False
 
     def set_limits(self, limits: InboundLimits) -> None:
         """Enforce *limits* on what the peer sends from now on."""
@@ -141,12 +143,19 @@ class GracefulH2Connection(H2Connection):
                 limits.on_frame(frame, self._now, answered=answered)
             else:
                 limits.on_frame(frame, self._now)
-        return super()._receive_frame(frame)
+        self._answering = True
+        try:
+            return super()._receive_frame(frame)
+        finally:
+            self._answering = False
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
         for frame in frames:
             if not isinstance(frame, DataFrame):
                 self._answers += 1
+                if self._answering and self.limits is not None and type(frame) is RstStreamFrame:
+                    # h2 resets a stream in answer to the peer's frame: a reset flood
+                    self.limits.on_provoked_reset(self._now)
         super()._prepare_for_sending(frames)
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:

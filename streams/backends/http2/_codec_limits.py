@@ -122,6 +122,15 @@ class InboundLimits:
             # neither has any effect here (h2 4 keeps no priority tree)
             self._check("empty_frames_per_second", now)
 
+    def on_provoked_reset(self, now: float) -> None:
+        """Count a RST_STREAM that h2 queues in answer to a frame of the peer (a frame for
+        a stream that is closed, CVE-2019-9514): each costs us a frame to write, so they
+        count against the same rate as the resets the peer sends.
+
+        :raises LimitBreach: if the peer went over the rate
+        """
+        self._check("resets_per_second", now)
+
     def on_header_fragment(self, frame: Frame, now: float, *, first: bool) -> None:
         """Count one fragment of a header block (*first*: its HEADERS or PUSH_PROMISE)
         before it is buffered.
