@@ -68,7 +68,9 @@ async def echo_stream(stream: Stream) -> None:
                 if remaining is not None:
                     remaining -= len(data)
             await stream.send_eof()
-        except anyio.BrokenResourceError:
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # the stream was reset or its connection failed or was closed on this side
+            # (idle, shut down): one stream's end must never take the server down
             return
 
 
