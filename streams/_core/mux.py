@@ -32,6 +32,7 @@ from .errors import (
 )
 from .headers import Headers, HeadersLike
 from .limits import FLOOD_LIMITS
+from .loopops import LoopOps, current_loop_ops
 from .queue_listener import QueueListener
 from .stream import AcceptState, MuxStream
 from .tasks import TaskHost
@@ -153,10 +154,19 @@ class MuxListener(QueueListener):
 
 
 class MuxProvider(StreamProvider):
-    """Base of the providers that multiplex :class:`MuxStream` objects on one connection."""
+    """Base of the providers that multiplex :class:`MuxStream` objects on one connection.
+
+    Create it inside the event loop that runs it.
+    """
+
+    #: ``True`` if :meth:`write_open` is always a checkpoint; otherwise an open that does
+    #: not wait for the peer's answer adds one
+    write_open_checkpoints = True
 
     def __init__(self, settings: MuxSettings | None = None) -> None:
         self.settings = settings if settings is not None else MuxSettings()
+        #: the event loop's primitives, for this provider and its streams
+        self.loop_ops: LoopOps = current_loop_ops()
         self.streams: dict[int, MuxStream] = {}
         self._task_group: TaskGroup | None = None
         self._host: TaskHost | None = None
@@ -275,12 +285,22 @@ class MuxProvider(StreamProvider):
         self.check_can_open()
         stream = self.create_local_stream(Headers.coerce(headers))
         self.streams[stream.stream_id] = stream
+        timeout = self.settings.open_timeout
         try:
             await self.write_open(stream)
             if wait_accept:
-                timeout = self.settings.open_timeout
-                with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                if timeout is None:
                     await stream.accepted()
+                else:
+                    # a plain scope rather than fail_after: the clock and the scope come
+                    # from the loop's primitives, without a backend lookup per open
+                    deadline = self.loop_ops.current_time() + timeout
+                    with anyio.CancelScope(deadline=deadline) as scope:
+                        await stream.accepted()
+                    if scope.cancelled_caught:
+                        raise TimeoutError
+            elif not self.write_open_checkpoints:
+                await self.loop_ops.checkpoint()
         except TimeoutError:
             stream.close_now()
             raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
