@@ -21,6 +21,8 @@ __all__ = ["FramerStream"]
 class FramerStream(MuxStream):
     """A :class:`MuxStream` that adds the framer's write timeout and buffer accounting."""
 
+    __slots__ = ("_provider", "_write_scope", "open_block")
+
     def __init__(self, provider: FramerProvider, *args: Any, **kwargs: Any) -> None:
         super().__init__(provider, *args, **kwargs)
         self._provider = provider
@@ -37,7 +39,7 @@ class FramerStream(MuxStream):
         if timeout is None or not item:
             await super().send(item)
             return
-        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+        with anyio.CancelScope(deadline=self._ops.current_time() + timeout) as scope:
             self._write_scope = scope
             try:
                 await super().send(item)
@@ -53,16 +55,21 @@ class FramerStream(MuxStream):
         # send as the data before it, instead of after a turn of the writer.
         if self._sending:
             raise anyio.BusyResourceError("sending to")
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        await self._ops.checkpoint_if_cancelled()
         self._write_eof()
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+        await self._ops.cancel_shielded_checkpoint()
+
+    def opener_went_ahead(self) -> bool:
+        """``True`` if the opener's data or end of stream arrived (it did not wait for the
+        acceptance), or the stream ended."""
+        return self.buffered > 0 or self._recv_eof or self._finished
 
     def progressed(self) -> None:
         """A send made progress: push the write timeout back."""
         scope = self._write_scope
         timeout = self._provider.settings.write_timeout
         if scope is not None and timeout is not None:
-            scope.deadline = anyio.current_time() + timeout
+            scope.deadline = self._ops.current_time() + timeout
 
     def on_window_update(self, increment: int) -> None:
         super().on_window_update(increment)

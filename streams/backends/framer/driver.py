@@ -9,6 +9,7 @@ batches; a keepalive task pings. Everything else is :class:`MuxProvider` and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +71,13 @@ _STOP_WAIT = 0.6
 #: ping answers are dropped while this many write buffers' worth of output is queued
 _PING_ANSWER_LIMIT = 4
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
+#: the header blocks without headers, the most common ones (a default open, an acceptance
+#: without response headers): encoded once, and recognised without decoding
+_EMPTY_OPEN = encode_header_block(HeaderBlock(kind=BlockKind.OPEN))
+_EMPTY_ACCEPT = encode_header_block(HeaderBlock(kind=BlockKind.ACCEPT))
+_EMPTY_BLOCKS = {_EMPTY_OPEN: BlockKind.OPEN, _EMPTY_ACCEPT: BlockKind.ACCEPT}
+_EMPTY_SIZE = len(_EMPTY_OPEN)
+_EMPTY_HEADER_BLOCKS = {kind: HeaderBlock(kind=kind) for kind in _EMPTY_BLOCKS.values()}
 
 
 class FramerProvider(MuxProvider):
@@ -83,6 +91,8 @@ class FramerProvider(MuxProvider):
 
     backend_name = "framer"
     settings: FramerSettings
+    # an open only queues its frames (see write_open)
+    write_open_checkpoints = False
 
     def __init__(
         self,
@@ -113,7 +123,9 @@ class FramerProvider(MuxProvider):
         self._buffered = 0
         self._room: anyio.Event | None = None
         self._transport_closing = False
-        self.last_activity = anyio.current_time()
+        #: when a stream last opened or finished (``time.monotonic()``: no event loop
+        #: lookup on the open path), for the idle timeout
+        self.last_activity = time.monotonic()
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -188,7 +200,7 @@ class FramerProvider(MuxProvider):
         timeout = self.settings.idle_timeout
         assert timeout is not None
         while not self.is_closing:
-            idle_for = anyio.current_time() - self.last_activity
+            idle_for = time.monotonic() - self.last_activity
             if not self.streams and not self._announced and idle_for >= timeout:
                 logger.info("closing a framer connection idle for %.1f s", idle_for)
                 await self.aclose(grace=0)
@@ -344,7 +356,7 @@ class FramerProvider(MuxProvider):
 
     def _remote_open(self, stream_id: int) -> None:
         stream = self._new_stream(stream_id, Headers(), local=False)
-        self.last_activity = anyio.current_time()
+        self.last_activity = time.monotonic()
         if self.settings.receive_window > INITIAL_WINDOW:
             # the stream's ReceiveWindow already counts the larger window: grant it
             self._out.write(
@@ -394,7 +406,13 @@ class FramerProvider(MuxProvider):
             window.on_data(len(data))
         except FlowControlViolation as exc:
             raise FramerProtocolError(str(exc), flow_control=True) from exc
-        block, rest = self._readers[stream.stream_id].feed(data)
+        reader = self._readers[stream.stream_id]
+        kind = _EMPTY_BLOCKS.get(data[:_EMPTY_SIZE]) if not reader.pending else None
+        if kind is not None and kind in reader.expected:
+            block: HeaderBlock | None = _EMPTY_HEADER_BLOCKS[kind]
+            rest = data[_EMPTY_SIZE:]
+        else:
+            block, rest = reader.feed(data)
         used = len(data) - len(rest)
         increment = window.on_consumed(used)
         if block is None:
@@ -485,13 +503,16 @@ class FramerProvider(MuxProvider):
     def create_local_stream(self, headers: Headers) -> MuxStream:
         block = b""
         if not self.raw:
-            try:
-                block = encode_header_block(
-                    HeaderBlock(kind=BlockKind.OPEN, headers=tuple(headers.items())),
-                    self.settings.max_header_block,
-                )
-            except ValueError as exc:
-                raise ValueError(f"cannot send these headers: {exc}") from None
+            if not headers:
+                block = _EMPTY_OPEN
+            else:
+                try:
+                    block = encode_header_block(
+                        HeaderBlock(kind=BlockKind.OPEN, headers=tuple(headers.items())),
+                        self.settings.max_header_block,
+                    )
+                except ValueError as exc:
+                    raise ValueError(f"cannot send these headers: {exc}") from None
         try:
             stream_id = self._decoder.allocate_stream_id()
         except FramerProtocolError as exc:
@@ -515,17 +536,24 @@ class FramerProvider(MuxProvider):
         else:
             extra = self.settings.receive_window - INITIAL_WINDOW
             self._out.write(encode_window_update(stream_id, extra, SYN))
-        self.last_activity = anyio.current_time()
-        await self._out.drain()
+        self.last_activity = time.monotonic()
+        # no yield unless the output is full: the open's frames then leave in one write
+        # with the data and end of stream the caller queues next
+        if self._out.must_wait:
+            await self._out.drain()
 
     def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
         if self.raw:
             self._out.write(encode_window_update(stream.stream_id, 0, ACK))
             return
         try:
-            block = encode_header_block(
-                HeaderBlock(kind=BlockKind.ACCEPT, headers=tuple(response_headers.items())),
-                self.settings.max_header_block,
+            block = (
+                encode_header_block(
+                    HeaderBlock(kind=BlockKind.ACCEPT, headers=tuple(response_headers.items())),
+                    self.settings.max_header_block,
+                )
+                if response_headers
+                else _EMPTY_ACCEPT
             )
         except ValueError as exc:
             logger.warning("stream %s: cannot send its response headers: %s", stream.stream_id, exc)
@@ -535,7 +563,12 @@ class FramerProvider(MuxProvider):
             self.write_reset(stream, ErrorCode.INTERNAL_ERROR)
             return
         stream.adjust_send_window(-len(block))
-        self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
+        assert isinstance(stream, FramerStream)
+        # an opener whose data came with its open did not wait for this answer: it may
+        # leave with the handler's first reply
+        self._out.write_deferrable(
+            stream.opener_went_ahead, encode_data_header(stream.stream_id, len(block), ACK), block
+        )
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         stream_id = stream.stream_id
@@ -568,7 +601,7 @@ class FramerProvider(MuxProvider):
             assert isinstance(stream, FramerStream)
             stream.progressed()
         else:
-            await anyio.lowlevel.checkpoint()
+            await self.loop_ops.checkpoint()
 
     def write_eof(self, stream: MuxStream) -> None:
         self._out.write(encode_window_update(stream.stream_id, 0, FIN))
@@ -584,7 +617,7 @@ class FramerProvider(MuxProvider):
         self._out.write(encode_go_away(GoAwayCode.NORMAL))
 
     def stream_finished(self, stream: MuxStream) -> None:
-        self.last_activity = anyio.current_time()
+        self.last_activity = time.monotonic()
         if self._readers:
             self._readers.pop(stream.stream_id, None)
         if stream.stream_id in self._announced:
