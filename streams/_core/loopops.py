@@ -10,6 +10,7 @@ The semantics are anyio's: these are the very functions anyio dispatches to.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ class LoopOps:
         "checkpoint_if_cancelled",
         "current_time",
         "event",
+        "shield_is_costly",
+        "shuffles",
     )
 
     def __init__(
@@ -38,6 +41,8 @@ class LoopOps:
         cancel_shielded_checkpoint: Callable[[], Awaitable[None]],
         event: Callable[[], anyio.Event],
         current_time: Callable[[], float],
+        shield_is_costly: bool = False,
+        shuffles: bool = False,
     ) -> None:
         #: check for cancellation and let other tasks run (``anyio.lowlevel.checkpoint``)
         self.checkpoint = checkpoint
@@ -49,6 +54,13 @@ class LoopOps:
         self.event = event
         #: the event loop's clock (``anyio.current_time``)
         self.current_time = current_time
+        #: ``True`` where a shielded checkpoint costs a whole cancel scope (anyio on
+        #: asyncio) rather than one scheduler trap (trio): code with a choice between
+        #: the two idioms of a synchronous operation picks the cheaper one
+        self.shield_is_costly = shield_is_costly
+        #: ``True`` where the scheduler runs each batch of ready tasks in a random order
+        #: (trio) instead of first come, first served (asyncio)
+        self.shuffles = shuffles
 
 
 _cache: dict[Any, LoopOps] = {}
@@ -65,14 +77,39 @@ def current_loop_ops() -> LoopOps:
     backend = current_token().backend_class
     ops = _cache.get(backend)
     if ops is None:
-        ops = _cache[backend] = LoopOps(
-            checkpoint=backend.checkpoint,
-            checkpoint_if_cancelled=backend.checkpoint_if_cancelled,
-            cancel_shielded_checkpoint=backend.cancel_shielded_checkpoint,
-            event=type(backend.create_event()),
-            current_time=backend.current_time,
-        )
+        ops = _cache[backend] = _resolve(backend)
     return ops
+
+
+def _resolve(backend: Any) -> LoopOps:
+    module = backend.__module__
+    checkpoint = backend.checkpoint
+    checkpoint_if_cancelled = backend.checkpoint_if_cancelled
+    cancel_shielded_checkpoint = backend.cancel_shielded_checkpoint
+    # where anyio's function only forwards to the loop's own, call that directly and save
+    # a coroutine frame per checkpoint (the writer and every stream call take several)
+    if module.endswith("._trio"):
+        import trio.lowlevel
+
+        checkpoint = trio.lowlevel.checkpoint
+        checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+        cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+    elif module.endswith("._asyncio"):
+        checkpoint = _asyncio_checkpoint
+    return LoopOps(
+        checkpoint=checkpoint,
+        checkpoint_if_cancelled=checkpoint_if_cancelled,
+        cancel_shielded_checkpoint=cancel_shielded_checkpoint,
+        event=type(backend.create_event()),
+        current_time=backend.current_time,
+        shield_is_costly=module.endswith("._asyncio"),
+        shuffles=module.endswith("._trio"),
+    )
+
+
+def _asyncio_checkpoint() -> Awaitable[None]:
+    # what anyio's asyncio checkpoint awaits, without its frame around it
+    return asyncio.sleep(0)
 
 
 _GENERIC = LoopOps(

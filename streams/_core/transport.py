@@ -341,9 +341,25 @@ class CoalescingBuffer(OutboundBuffer):
         # (write_deferrable), and whether anything else is queued
         self._holds: list[Callable[[], bool]] = []
         self._urgent = False
+        self._open_ended = False
+        # one quiet turn proves nothing where the ready tasks run in a random order: the
+        # writer may just have run before the task about to write
+        self._quiet_after_more = 2 if self._ops.shuffles else 1
+        #: writers that will queue a frame as soon as their checkpoint returns (see
+        #: :meth:`expect`): the queue waits for them rather than leave without it
+        self.expected = 0
 
     def write(self, *chunks: bytes | bytearray | memoryview) -> None:
         self._urgent = True
+        self._open_ended = False
+        super().write(*chunks)
+
+    def write_more(self, *chunks: bytes | bytearray | memoryview) -> None:
+        """Queue *chunks* after which their writer often queues more at its next turn (a
+        data frame, before the stream's end): where the scheduler runs ready tasks in a
+        random order (trio), the writer then waits for a second quiet turn."""
+        self._urgent = True
+        self._open_ended = True
         super().write(*chunks)
 
     def write_deferrable(
@@ -356,6 +372,8 @@ class CoalescingBuffer(OutboundBuffer):
         super().write(*chunks)
 
     def _holding(self) -> bool:
+        if self.expected:
+            return True
         return not self._urgent and all(hold() for hold in self._holds)
 
     @property
@@ -410,6 +428,8 @@ class CoalescingBuffer(OutboundBuffer):
                     await checkpoint()
                     quiet = quiet + 1 if len(self._chunks) == queued else 0
                     if quiet >= _QUIET_TURNS and not self._holding():
+                        if self._open_ended and quiet < self._quiet_after_more:
+                            continue
                         break
                 if not self._chunks:
                     if self._closing:
@@ -420,6 +440,7 @@ class CoalescingBuffer(OutboundBuffer):
                 self.queued = 0
                 self._holds.clear()
                 self._urgent = False
+                self._open_ended = False
                 self._has_data = self._ops.event()
                 if self._closing:
                     self._has_data.set()
