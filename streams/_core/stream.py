@@ -276,6 +276,11 @@ class MuxStream(Stream):
         await self._ops.checkpoint()
 
     async def aclose(self) -> None:
+        if self._closed:
+            # nothing to do, so nothing a cancellation could interrupt: a plain checkpoint
+            # (``async with stream`` around a handler that closes it lands here)
+            await self._ops.checkpoint()
+            return
         self.close_now()
         await self._ops.cancel_shielded_checkpoint()
 

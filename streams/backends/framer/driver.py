@@ -284,6 +284,11 @@ class FramerProvider(MuxProvider):
 
     # -- connection buffer ---------------------------------------------------------------
 
+    @property
+    def output(self) -> CoalescingBuffer:
+        """The connection's outbound queue."""
+        return self._out
+
     def consumed(self, size: int) -> None:
         """The application read *size* buffered bytes."""
         self._buffered -= size
@@ -593,7 +598,7 @@ class FramerProvider(MuxProvider):
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         # bytes are immutable, so a view of them can wait in the queue without a copy
         payload = data if isinstance(data.obj, bytes) else bytes(data)
-        self._out.write(encode_data_header(stream.stream_id, len(data)), payload)
+        self._out.write_more(encode_data_header(stream.stream_id, len(data)), payload)
         if self._out.must_wait:
             await self._out.drain()
             if self._failure is not None:
