@@ -64,6 +64,14 @@ async def metrics_default(rounds: int) -> float:
         return await workloads.open_echo_close(client, listener, rounds)
 
 
+@_workload("served")
+async def served_default(rounds: int) -> float:
+    from .bench_metrics import served
+
+    async with served() as (client, listener):
+        return await workloads.open_echo_close(client, listener, rounds)
+
+
 @_workload("stack")
 async def stack_default(rounds: int) -> float:
     from .bench_metrics import stack
