@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -181,6 +182,12 @@ class MuxProvider(StreamProvider):
         self._closed_event = anyio.Event()
         self._drained: anyio.Event | None = None
         self._rtt: float | None = None
+        # opens waiting for the peer's answer, oldest first, with their deadlines
+        # (time.monotonic()); one watcher task times them all out (see _watch_opens)
+        self._opening: deque[tuple[float, MuxStream]] = deque()
+        self._timed_out: set[MuxStream] = set()
+        self._watching_opens = False
+        self._compact_opening_at = 64
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -291,24 +298,72 @@ class MuxProvider(StreamProvider):
             if wait_accept:
                 if timeout is None:
                     await stream.accepted()
+                elif self._task_group is not None:
+                    # one watcher for every pending open instead of a deadline scope per
+                    # open (a timer registered and cancelled each time)
+                    self._expect_answer(stream, timeout)
+                    await stream.accepted()
                 else:
-                    # a plain scope rather than fail_after: the clock and the scope come
-                    # from the loop's primitives, without a backend lookup per open
-                    deadline = self.loop_ops.current_time() + timeout
-                    with anyio.CancelScope(deadline=deadline) as scope:
+                    with anyio.fail_after(timeout):
                         await stream.accepted()
-                    if scope.cancelled_caught:
-                        raise TimeoutError
             elif not self.write_open_checkpoints:
                 await self.loop_ops.checkpoint()
         except TimeoutError:
             stream.close_now()
             raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
-        except BaseException:
+        except BaseException as exc:
+            if self._timed_out and stream in self._timed_out:
+                self._timed_out.discard(stream)
+                # the watcher closed it (the wait then fails with the close's reset); a
+                # cancellation of the caller stays a cancellation
+                if isinstance(exc, Exception):
+                    raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
             if stream.accept_state is AcceptState.PENDING:
                 stream.close_now()
             raise
         return stream
+
+    def _expect_answer(self, stream: MuxStream, timeout: float) -> None:
+        opening = self._opening
+        # drop the answered opens at the front: with one open at a time the queue stays
+        # one long
+        while opening and opening[0][1].accept_state is not AcceptState.PENDING:
+            opening.popleft()
+        if len(opening) >= self._compact_opening_at:
+            # answers came out of order behind an old open: keep only the pending ones,
+            # so the queue holds no answered stream alive until that open's deadline
+            pending = [entry for entry in opening if entry[1].accept_state is AcceptState.PENDING]
+            opening = self._opening = deque(pending)
+            self._compact_opening_at = max(64, 2 * len(pending))
+        opening.append((time.monotonic() + timeout, stream))
+        if not self._watching_opens:
+            self._watching_opens = True
+            self.task_group.start_soon(self._watch_opens, timeout)
+
+    async def _watch_opens(self, longest_wait: float) -> None:
+        """Time out opens the peer did not answer. Deadlines arrive in order (the timeout
+        is the same for all), and a new one is never earlier than the watcher's wake-up:
+        it sleeps at most *longest_wait* (the open timeout) past its last look."""
+        while True:
+            opening = self._opening  # replaced when compacted
+            now = time.monotonic()
+            while opening:
+                deadline, stream = opening[0]
+                if (
+                    stream.accept_state is not AcceptState.PENDING
+                    or stream.finished
+                    or stream.is_closed
+                ):
+                    # answered, failed with its connection, or given up by its opener
+                    opening.popleft()
+                    continue
+                if deadline > now:
+                    break
+                opening.popleft()
+                self._timed_out.add(stream)
+                stream.close_now()
+            delay = opening[0][0] - now if opening else longest_wait
+            await anyio.sleep(max(delay, 0.0))
 
     def check_can_open(self) -> None:
         """Raise the reason no stream can be opened now, if there is one."""
