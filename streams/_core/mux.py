@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +33,7 @@ from .errors import (
 )
 from .headers import Headers, HeadersLike
 from .limits import FLOOD_LIMITS
+from .loopops import LoopOps, current_loop_ops
 from .queue_listener import QueueListener
 from .stream import AcceptState, MuxStream
 from .tasks import TaskHost
@@ -153,10 +155,19 @@ class MuxListener(QueueListener):
 
 
 class MuxProvider(StreamProvider):
-    """Base of the providers that multiplex :class:`MuxStream` objects on one connection."""
+    """Base of the providers that multiplex :class:`MuxStream` objects on one connection.
+
+    Create it inside the event loop that runs it.
+    """
+
+    #: ``True`` if :meth:`write_open` is always a checkpoint; otherwise an open that does
+    #: not wait for the peer's answer adds one
+    write_open_checkpoints = True
 
     def __init__(self, settings: MuxSettings | None = None) -> None:
         self.settings = settings if settings is not None else MuxSettings()
+        #: the event loop's primitives, for this provider and its streams
+        self.loop_ops: LoopOps = current_loop_ops()
         self.streams: dict[int, MuxStream] = {}
         self._task_group: TaskGroup | None = None
         self._host: TaskHost | None = None
@@ -171,6 +182,12 @@ class MuxProvider(StreamProvider):
         self._closed_event = anyio.Event()
         self._drained: anyio.Event | None = None
         self._rtt: float | None = None
+        # opens waiting for the peer's answer, oldest first, with their deadlines
+        # (time.monotonic()); one watcher task times them all out (see _watch_opens)
+        self._opening: deque[tuple[float, MuxStream]] = deque()
+        self._timed_out: set[MuxStream] = set()
+        self._watching_opens = False
+        self._compact_opening_at = 64
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -275,20 +292,78 @@ class MuxProvider(StreamProvider):
         self.check_can_open()
         stream = self.create_local_stream(Headers.coerce(headers))
         self.streams[stream.stream_id] = stream
+        timeout = self.settings.open_timeout
         try:
             await self.write_open(stream)
             if wait_accept:
-                timeout = self.settings.open_timeout
-                with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                if timeout is None:
                     await stream.accepted()
+                elif self._task_group is not None:
+                    # one watcher for every pending open instead of a deadline scope per
+                    # open (a timer registered and cancelled each time)
+                    self._expect_answer(stream, timeout)
+                    await stream.accepted()
+                else:
+                    with anyio.fail_after(timeout):
+                        await stream.accepted()
+            elif not self.write_open_checkpoints:
+                await self.loop_ops.checkpoint()
         except TimeoutError:
             stream.close_now()
             raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
-        except BaseException:
+        except BaseException as exc:
+            if self._timed_out and stream in self._timed_out:
+                self._timed_out.discard(stream)
+                # the watcher closed it (the wait then fails with the close's reset); a
+                # cancellation of the caller stays a cancellation
+                if isinstance(exc, Exception):
+                    raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
             if stream.accept_state is AcceptState.PENDING:
                 stream.close_now()
             raise
         return stream
+
+    def _expect_answer(self, stream: MuxStream, timeout: float) -> None:
+        opening = self._opening
+        # drop the answered opens at the front: with one open at a time the queue stays
+        # one long
+        while opening and opening[0][1].accept_state is not AcceptState.PENDING:
+            opening.popleft()
+        if len(opening) >= self._compact_opening_at:
+            # answers came out of order behind an old open: keep only the pending ones,
+            # so the queue holds no answered stream alive until that open's deadline
+            pending = [entry for entry in opening if entry[1].accept_state is AcceptState.PENDING]
+            opening = self._opening = deque(pending)
+            self._compact_opening_at = max(64, 2 * len(pending))
+        opening.append((time.monotonic() + timeout, stream))
+        if not self._watching_opens:
+            self._watching_opens = True
+            self.task_group.start_soon(self._watch_opens, timeout)
+
+    async def _watch_opens(self, longest_wait: float) -> None:
+        """Time out opens the peer did not answer. Deadlines arrive in order (the timeout
+        is the same for all), and a new one is never earlier than the watcher's wake-up:
+        it sleeps at most *longest_wait* (the open timeout) past its last look."""
+        while True:
+            opening = self._opening  # replaced when compacted
+            now = time.monotonic()
+            while opening:
+                deadline, stream = opening[0]
+                if (
+                    stream.accept_state is not AcceptState.PENDING
+                    or stream.finished
+                    or stream.is_closed
+                ):
+                    # answered, failed with its connection, or given up by its opener
+                    opening.popleft()
+                    continue
+                if deadline > now:
+                    break
+                opening.popleft()
+                self._timed_out.add(stream)
+                stream.close_now()
+            delay = opening[0][0] - now if opening else longest_wait
+            await anyio.sleep(max(delay, 0.0))
 
     def check_can_open(self) -> None:
         """Raise the reason no stream can be opened now, if there is one."""

@@ -10,6 +10,7 @@ import anyio.lowlevel
 
 from .abc import Listener, Stream
 from .errors import StreamClosed
+from .loopops import LoopOps, current_loop_ops
 
 __all__ = ["QueueListener"]
 
@@ -22,6 +23,8 @@ class QueueListener(Listener):
         self._items: deque[Stream | BaseException] = deque()
         self._waiter: anyio.Event | None = None
         self.closed = False
+        #: resolved on the first accept (a listener may be built outside its event loop)
+        self._ops: LoopOps | None = None
 
     def _put(self, item: Stream | BaseException) -> None:
         self._items.append(item)
@@ -42,20 +45,30 @@ class QueueListener(Listener):
         await stream.aclose()
 
     async def accept(self) -> Stream:
+        ops = self._ops
+        if ops is None:
+            ops = self._ops = current_loop_ops()
+        waited = False
         while True:
             if self.closed:
                 raise StreamClosed("listener is closed")
             if self._items:
+                if not waited:
+                    # yield before taking: a cancellation here loses nothing; once this
+                    # call has blocked, that was its checkpoint
+                    await ops.checkpoint()
+                    waited = True
+                    continue
                 item = self._items.popleft()
                 if isinstance(item, BaseException):
                     raise item
-                await anyio.lowlevel.checkpoint()
                 return item
             error = self._end_error()
             if error is not None:
                 raise error
-            waiter = self._waiter = anyio.Event()
+            waiter = self._waiter = ops.event()
             await waiter.wait()
+            waited = True
 
     async def aclose(self) -> None:
         if self.closed:

@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import anyio
-import anyio.lowlevel
 
 from .abc import Stream, StreamAttribute
 from .errors import ErrorCode, StreamClosed, StreamRejected, StreamReset
 from .flow import ReceiveWindow, SendWindow
 from .headers import Headers
+from .loopops import LoopOps
 
 __all__ = ["AcceptState", "MuxStream", "StreamOwner"]
 
@@ -30,6 +30,8 @@ class StreamOwner(Protocol):
     """What a backend's driver provides to its streams. Writes keep the stream's order."""
 
     backend_name: str
+    #: the event loop's primitives, resolved once (see :mod:`~streams._core.loopops`)
+    loop_ops: LoopOps
 
     @property
     def rtt(self) -> float | None: ...
@@ -51,6 +53,10 @@ class StreamOwner(Protocol):
 
     def stream_extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         """Attributes of the connection (addresses, TLS) that every stream exposes."""
+
+
+#: the receive buffer of every stream that has not buffered anything yet; never appended to
+_NO_CHUNKS: deque[bytes] = deque()
 
 
 class AcceptState(enum.Enum):
@@ -76,6 +82,40 @@ class MuxStream(Stream):
         data which arrives before their reply)
     """
 
+    # slots: a connection may hold thousands of idle streams, and every hot attribute
+    # access is a slot read instead of a dict lookup
+    __slots__ = (
+        "_accepted_event",
+        "_chunks",
+        "_closed",
+        "_eof_sent",
+        "_failure",
+        "_finished",
+        "_headers",
+        "_hold_until_accepted",
+        "_max_frame",
+        "_ops",
+        "_owner",
+        "_receiving",
+        "_recv_eof",
+        "_recv_waiter",
+        "_recv_window",
+        "_rejection",
+        "_reset",
+        "_response_headers",
+        "_send_waiter",
+        "_send_window",
+        "_sending",
+        "_stream_id",
+        "accept_state",
+        "buffered",
+        "bytes_received",
+        "bytes_sent",
+        "close_callbacks",
+        "local",
+        "opened_at",
+    )
+
     def __init__(
         self,
         owner: StreamOwner,
@@ -90,6 +130,7 @@ class MuxStream(Stream):
         hold_until_accepted: bool = False,
     ) -> None:
         self._owner = owner
+        self._ops = owner.loop_ops
         self._stream_id = stream_id
         self._headers = headers
         self._response_headers: Headers | None = None
@@ -99,7 +140,9 @@ class MuxStream(Stream):
         self._accepted_event: anyio.Event | None = None
         self._hold_until_accepted = hold_until_accepted
 
-        self._chunks: deque[bytes] = deque()
+        # a deque of its own comes with the first data: an empty deque's block would be
+        # most of an idle stream's memory
+        self._chunks = _NO_CHUNKS
         self.buffered = 0
         self._recv_eof = False
         self._recv_window = ReceiveWindow(receive_window, max_receive_window)
@@ -152,14 +195,14 @@ class MuxStream(Stream):
         while True:
             if self.accept_state is AcceptState.ACCEPTED:
                 assert self._response_headers is not None
-                await anyio.lowlevel.checkpoint()
+                await self._ops.checkpoint()
                 return self._response_headers
             if self._rejection is not None:
                 raise self._rejection
             self._raise_if_broken()
             if self._closed:
                 raise StreamClosed()
-            event = self._accepted_event = self._accepted_event or anyio.Event()
+            event = self._accepted_event = self._accepted_event or self._ops.event()
             await event.wait()
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -169,6 +212,7 @@ class MuxStream(Stream):
             raise anyio.BusyResourceError("receiving from")
         self._receiving = True
         try:
+            waited = False
             while True:
                 if self._closed:
                     raise StreamClosed()
@@ -177,17 +221,22 @@ class MuxStream(Stream):
                 if self._reset is not None and not self._reset.remote:
                     raise self._reset
                 if self._chunks:
-                    data = self._take(max_bytes)
-                    await anyio.lowlevel.checkpoint()
-                    return data
+                    if not waited:
+                        # yield before taking, so that a cancellation loses nothing; once
+                        # this call has blocked, that was its checkpoint
+                        await self._ops.checkpoint()
+                        waited = True
+                        continue
+                    return self._take(max_bytes)
                 if self._recv_eof:
                     raise anyio.EndOfStream
                 if self._reset is not None:
                     raise self._reset
                 if self._failure is not None:
                     raise self._failure
-                waiter = self._recv_waiter = anyio.Event()
+                waiter = self._recv_waiter = self._ops.event()
                 await waiter.wait()
+                waited = True
         finally:
             self._receiving = False
 
@@ -201,13 +250,13 @@ class MuxStream(Stream):
                 await self.accepted()
             view = memoryview(item)
             if not view:
-                await anyio.lowlevel.checkpoint()
+                await self._ops.checkpoint()
                 return
             while view:
                 self._check_sendable()
                 size = self._send_window.take(min(len(view), self._max_frame))
                 if not size:
-                    waiter = self._send_waiter = anyio.Event()
+                    waiter = self._send_waiter = self._ops.event()
                     await waiter.wait()
                     continue
                 await self._owner.write_data(self, view[:size])
@@ -219,16 +268,21 @@ class MuxStream(Stream):
     async def send_eof(self) -> None:
         if self._sending:
             raise anyio.BusyResourceError("sending to")
-        await anyio.lowlevel.checkpoint()
+        await self._ops.checkpoint()
         self._write_eof()
 
     async def reset(self, code: int = ErrorCode.CANCEL) -> None:
         self._local_reset(code)
-        await anyio.lowlevel.checkpoint()
+        await self._ops.checkpoint()
 
     async def aclose(self) -> None:
+        if self._closed:
+            # nothing to do, so nothing a cancellation could interrupt: a plain checkpoint
+            # (``async with stream`` around a handler that closes it lands here)
+            await self._ops.checkpoint()
+            return
         self.close_now()
-        await anyio.lowlevel.cancel_shielded_checkpoint()
+        await self._ops.cancel_shielded_checkpoint()
 
     # -- helpers for the contract -----------------------------------------------------------
 
@@ -242,7 +296,7 @@ class MuxStream(Stream):
             if not self._recv_eof:
                 self._local_reset(ErrorCode.CANCEL)
         self._closed = True
-        self._chunks.clear()
+        self._chunks = _NO_CHUNKS
         self.buffered = 0
         self._wake_all()
         self._maybe_finish()
@@ -266,7 +320,7 @@ class MuxStream(Stream):
         if self._finished:
             return
         self._reset = StreamReset(code, remote=False)
-        self._chunks.clear()
+        self._chunks = _NO_CHUNKS
         self.buffered = 0
         self._owner.write_reset(self, code)
         self._wake_all()
@@ -289,13 +343,15 @@ class MuxStream(Stream):
             raise self._failure
 
     def _take(self, max_bytes: int) -> bytes:
-        chunk = self._chunks[0]
+        chunks = self._chunks
+        assert chunks
+        chunk = chunks[0]
         if len(chunk) <= max_bytes:
-            self._chunks.popleft()
+            chunks.popleft()
             data = chunk
         else:
             data = chunk[:max_bytes]
-            self._chunks[0] = chunk[max_bytes:]
+            chunks[0] = chunk[max_bytes:]
         size = len(data)
         self.buffered -= size
         self.bytes_received += size
@@ -365,7 +421,10 @@ class MuxStream(Stream):
         if self._closed or self._reset is not None or self._recv_eof:
             return
         if data:
-            self._chunks.append(data)
+            chunks = self._chunks
+            if chunks is _NO_CHUNKS:
+                chunks = self._chunks = deque()
+            chunks.append(data)
             self.buffered += len(data)
             self._wake_receiver()
 
@@ -418,7 +477,7 @@ class MuxStream(Stream):
         self.accept_state = AcceptState.REJECTED
         self._rejection = rejection
         self._response_headers = rejection.response_headers
-        self._chunks.clear()
+        self._chunks = _NO_CHUNKS
         self.buffered = 0
         self._wake_all()
         self._finish()

@@ -16,10 +16,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 from anyio.streams.tls import TLSListener, TLSStream
 
 from .errors import ConfigError, ConnectionLost
+from .loopops import current_loop_ops
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -269,8 +269,9 @@ class OutboundBuffer:
         self._high_water = high_water
         self._chunks: list[bytes | bytearray | memoryview] = []
         self.queued = 0
-        self._has_data = anyio.Event()
-        self._drained = anyio.Event()
+        self._ops = ops = current_loop_ops()
+        self._has_data = ops.event()
+        self._drained = ops.event()
         self._drained.set()
         self._closing = False
         self.error: BaseException | None = None
@@ -284,7 +285,7 @@ class OutboundBuffer:
             self.queued += len(chunk)
         self._has_data.set()
         if self.queued > self._high_water and self._drained.is_set():
-            self._drained = anyio.Event()
+            self._drained = self._ops.event()
 
     async def drain(self) -> None:
         """Wait while the queue is above the high-water mark.
@@ -295,7 +296,7 @@ class OutboundBuffer:
             await self._drained.wait()
         if self.error is not None:
             raise ConnectionLost(f"writing failed: {self.error}") from self.error
-        await anyio.lowlevel.checkpoint()
+        await self._ops.checkpoint()
 
     async def run(self, on_error: Callable[[BaseException], None]) -> None:
         """The writer task: send what is queued until :meth:`close` (then flush) or failure."""
@@ -305,11 +306,11 @@ class OutboundBuffer:
                 if not self._chunks:
                     if self._closing:
                         return
-                    self._has_data = anyio.Event()
+                    self._has_data = self._ops.event()
                     continue
                 chunks, self._chunks = self._chunks, []
                 self.queued = 0
-                self._has_data = anyio.Event()
+                self._has_data = self._ops.event()
                 if self._closing:
                     # close() set the event just replaced: keep its wake-up
                     self._has_data.set()
@@ -363,6 +364,44 @@ class CoalescingBuffer(OutboundBuffer):
         super().__init__(stream, high_water)
         self._turns: deque[anyio.Event] = deque()
         self._batch = max(1, high_water // turn_bytes)
+        # what the queue waits for: conditions of frames that may wait for company
+        # (write_deferrable), and whether anything else is queued
+        self._holds: list[Callable[[], bool]] = []
+        self._urgent = False
+        self._open_ended = False
+        # one quiet turn proves nothing where the ready tasks run in a random order: the
+        # writer may just have run before the task about to write
+        self._quiet_after_more = 2 if self._ops.shuffles else 1
+        #: writers that will queue a frame as soon as their checkpoint returns (see
+        #: :meth:`expect`): the queue waits for them rather than leave without it
+        self.expected = 0
+
+    def write(self, *chunks: bytes | bytearray | memoryview) -> None:
+        self._urgent = True
+        self._open_ended = False
+        super().write(*chunks)
+
+    def write_more(self, *chunks: bytes | bytearray | memoryview) -> None:
+        """Queue *chunks* after which their writer often queues more at its next turn (a
+        data frame, before the stream's end): where the scheduler runs ready tasks in a
+        random order (trio), the writer then waits for a second quiet turn."""
+        self._urgent = True
+        self._open_ended = True
+        super().write(*chunks)
+
+    def write_deferrable(
+        self, hold: Callable[[], bool], *chunks: bytes | bytearray | memoryview
+    ) -> None:
+        """Queue *chunks* that may wait a few turns for more frames as long as *hold()*
+        is true and nothing else is queued: an acceptance that a peer who did not wait for
+        it does not need alone, when the handler's answer is about to follow."""
+        self._holds.append(hold)
+        super().write(*chunks)
+
+    def _holding(self) -> bool:
+        if self.expected:
+            return True
+        return not self._urgent and all(hold() for hold in self._holds)
 
     @property
     def must_wait(self) -> bool:
@@ -378,7 +417,7 @@ class CoalescingBuffer(OutboundBuffer):
         :raises ~streams.ConnectionLost: if the transport failed
         """
         if self.error is None and not self._closing and self.must_wait:
-            turn = anyio.Event()
+            turn = self._ops.event()
             self._turns.append(turn)
             try:
                 await turn.wait()
@@ -403,6 +442,7 @@ class CoalescingBuffer(OutboundBuffer):
         self._wake(len(self._turns))
 
     async def run(self, on_error: Callable[[BaseException], None]) -> None:
+        checkpoint = self._ops.checkpoint
         try:
             while True:
                 await self._has_data.wait()
@@ -412,18 +452,23 @@ class CoalescingBuffer(OutboundBuffer):
                     queued = len(self._chunks)
                     if not queued or self._closing or self.queued >= self._high_water:
                         break
-                    await anyio.lowlevel.checkpoint()
+                    await checkpoint()
                     quiet = quiet + 1 if len(self._chunks) == queued else 0
-                    if quiet == _QUIET_TURNS:
+                    if quiet >= _QUIET_TURNS and not self._holding():
+                        if self._open_ended and quiet < self._quiet_after_more:
+                            continue
                         break
                 if not self._chunks:
                     if self._closing:
                         return
-                    self._has_data = anyio.Event()
+                    self._has_data = self._ops.event()
                     continue
                 chunks, self._chunks = self._chunks, []
                 self.queued = 0
-                self._has_data = anyio.Event()
+                self._holds.clear()
+                self._urgent = False
+                self._open_ended = False
+                self._has_data = self._ops.event()
                 if self._closing:
                     self._has_data.set()
                 self._drained.set()

@@ -18,10 +18,11 @@ optionally one header with a cap on its distinct values), never a stream id.
 from __future__ import annotations
 
 import bisect
+import enum
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -253,9 +254,21 @@ class StreamMetrics(Collector):
         call on it costs anything more; any other stream is wrapped.
         """
         core = stream
-        while isinstance(core, DelegatingStream):
-            core = core.inner
-        if not isinstance(core, MuxStream) or core.is_closed:
+        kind = type(core)
+        # isinstance on these ABCs costs an __instancecheck__ each; the answer per type
+        # never changes
+        measured = _SELF_MEASURED.get(kind)
+        if measured is None:
+            measured = _SELF_MEASURED[kind] = _self_measured(kind)
+        if measured is _Kind.DELEGATING:
+            while isinstance(core, DelegatingStream):
+                core = core.inner
+            if not isinstance(core, MuxStream):
+                return MetricsStream(stream, bundle)
+        elif measured is _Kind.OTHER:
+            return MetricsStream(stream, bundle)
+        core = cast(MuxStream, core)
+        if core.is_closed:
             return MetricsStream(stream, bundle)
         bundle.active.value += 1
         bundle.live.add(core)
@@ -375,6 +388,23 @@ def _endpoints(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
             yield from _endpoints(group)
 
 
+class _Kind(enum.Enum):
+    MUX = "mux"
+    DELEGATING = "delegating"
+    OTHER = "other"
+
+
+_SELF_MEASURED: dict[type, _Kind] = {}
+
+
+def _self_measured(kind: type) -> _Kind:
+    if issubclass(kind, MuxStream):
+        return _Kind.MUX
+    if issubclass(kind, DelegatingStream):
+        return _Kind.DELEGATING
+    return _Kind.OTHER
+
+
 class MetricsStream(DelegatingStream):
     """A stream that counts its bytes and reports its end to :class:`StreamMetrics`."""
 
@@ -472,8 +502,11 @@ class MetricsProvider(DelegatingProvider):
 
     def listen(self, handler: Handler | None = None) -> Listener:
         metrics = self.metrics
+        fixed = metrics.bundle(self._inbound) if metrics.header_label is None else None
 
         def bundle(headers: Headers) -> _Bundle:
+            if fixed is not None:
+                return fixed
             return metrics.bundle(self._inbound + metrics.header_value(headers))
 
         def decided(headers: Headers, accept: bool) -> None:
@@ -484,7 +517,7 @@ class MetricsProvider(DelegatingProvider):
             bundle(headers).failed.value += 1
 
         def wrap(stream: Stream) -> Stream:
-            return metrics.track(stream, bundle(stream.headers))
+            return metrics.track(stream, fixed if fixed is not None else bundle(stream.headers))
 
         inner = self.inner.listen(observe_handler(handler, decided, failed))
         return DelegatingListener(inner, wrap)

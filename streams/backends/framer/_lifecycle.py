@@ -7,6 +7,7 @@ failure (a protocol error or a limit: Go Away, then close) and closing the trans
 from __future__ import annotations
 
 import logging
+import time
 
 import anyio
 import anyio.abc
@@ -71,7 +72,7 @@ class FramerLifecycle(MuxProvider):
         timeout = self.settings.idle_timeout
         assert timeout is not None
         while not self.is_closing:
-            idle_for = anyio.current_time() - self.last_activity
+            idle_for = time.monotonic() - self.last_activity
             if not self.streams and not self._announced and idle_for >= timeout:
                 logger.info("closing a framer connection idle for %.1f s", idle_for)
                 await self.aclose(grace=0)

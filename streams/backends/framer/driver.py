@@ -9,6 +9,7 @@ batches; a keepalive task pings. Everything else is :class:`MuxProvider` and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -72,6 +73,13 @@ _OPENING = (BlockKind.OPEN,)
 #: effect: yamux peers grant at least half a window at a time, we a quarter
 _TINY_WINDOW_UPDATE = 4096
 _ANSWERS = (BlockKind.ACCEPT, BlockKind.REJECT)
+#: the header blocks without headers, the most common ones (a default open, an acceptance
+#: without response headers): encoded once, and recognised without decoding
+_EMPTY_OPEN = encode_header_block(HeaderBlock(kind=BlockKind.OPEN))
+_EMPTY_ACCEPT = encode_header_block(HeaderBlock(kind=BlockKind.ACCEPT))
+_EMPTY_BLOCKS = {_EMPTY_OPEN: BlockKind.OPEN, _EMPTY_ACCEPT: BlockKind.ACCEPT}
+_EMPTY_SIZE = len(_EMPTY_OPEN)
+_EMPTY_HEADER_BLOCKS = {kind: HeaderBlock(kind=kind) for kind in _EMPTY_BLOCKS.values()}
 
 
 class FramerProvider(FramerLifecycle):
@@ -85,6 +93,8 @@ class FramerProvider(FramerLifecycle):
 
     backend_name = "framer"
     settings: FramerSettings
+    # an open only queues its frames (see write_open)
+    write_open_checkpoints = False
 
     def __init__(
         self,
@@ -106,9 +116,7 @@ class FramerProvider(FramerLifecycle):
         peer = transport.extra(anyio.abc.SocketAttribute.remote_address, None)
         if isinstance(peer, tuple):
             peer = f"{peer[0]}:{peer[1]}"
-        self._limits = ConnectionLimits(
-            settings, self._out, anyio.current_time(), peer or "the peer"
-        )
+        self._limits = ConnectionLimits(settings, self._out, time.monotonic(), peer or "the peer")
         #: ``True`` while the reader handles frames: a limit hit then unwinds to it
         self._reading = False
         #: ``True`` once the connection is being closed for the peer's fault
@@ -125,7 +133,9 @@ class FramerProvider(FramerLifecycle):
         self._buffered = 0
         self._room: anyio.Event | None = None
         self._transport_closing = False
-        self.last_activity = anyio.current_time()
+        #: when a stream last opened or finished (``time.monotonic()``: no event loop
+        #: lookup on the open path), for the idle timeout
+        self.last_activity = time.monotonic()
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -198,6 +208,11 @@ class FramerProvider(FramerLifecycle):
 
     # -- connection buffer ---------------------------------------------------------------
 
+    @property
+    def output(self) -> CoalescingBuffer:
+        """The connection's outbound queue."""
+        return self._out
+
     def consumed(self, size: int) -> None:
         """The application read *size* buffered bytes."""
         self._buffered -= size
@@ -234,7 +249,7 @@ class FramerProvider(FramerLifecycle):
 
     def _remote_open(self, stream_id: int) -> None:
         settings = self.settings
-        now = anyio.current_time()
+        now = time.monotonic()
         self._limits.check("streams_per_second", now)
         stream = self._new_stream(stream_id, Headers(), local=False)
         self.last_activity = now
@@ -295,7 +310,7 @@ class FramerProvider(FramerLifecycle):
         if stream is None:
             # finished here; the frame crossed our reset or rejection
             if flags & RST:
-                self._limits.check("resets_per_second", anyio.current_time())
+                self._limits.check("resets_per_second", time.monotonic())
             return
         data = event.data
         if flags & ACK and self.raw:
@@ -320,11 +335,17 @@ class FramerProvider(FramerLifecycle):
             window.on_data(len(data))
         except FlowControlViolation as exc:
             raise FramerProtocolError(str(exc), flow_control=True) from exc
-        try:
-            block, rest = self._readers[stream.stream_id].feed(data)
-        except HeaderBlockRefused as exc:
-            self._refuse_block(stream, exc)
-            return b""
+        reader = self._readers[stream.stream_id]
+        kind = _EMPTY_BLOCKS.get(data[:_EMPTY_SIZE]) if not reader.pending else None
+        if kind is not None and kind in reader.expected:
+            block: HeaderBlock | None = _EMPTY_HEADER_BLOCKS[kind]
+            rest = data[_EMPTY_SIZE:]
+        else:
+            try:
+                block, rest = reader.feed(data)
+            except HeaderBlockRefused as exc:
+                self._refuse_block(stream, exc)
+                return b""
         used = len(data) - len(rest)
         increment = window.on_consumed(used)
         if block is None:
@@ -365,7 +386,7 @@ class FramerProvider(FramerLifecycle):
                     StreamRejected(Headers(), "refused by the peer (reset)", retryable=True)
                 )
             else:
-                self._limits.check("resets_per_second", anyio.current_time())
+                self._limits.check("resets_per_second", time.monotonic())
                 stream.on_reset(reset_code)
         if stream.stream_id in self._announced and stream.finished:
             self._drop_announced(stream)
@@ -379,11 +400,11 @@ class FramerProvider(FramerLifecycle):
             if flags & SYN:
                 self._remote_open(stream_id)
             elif not flags and event.increment < _TINY_WINDOW_UPDATE:
-                self._limits.check("empty_frames_per_second", anyio.current_time())
+                self._limits.check("empty_frames_per_second", time.monotonic())
             stream = self._find(stream_id)
             if stream is None:
                 if flags & RST:
-                    self._limits.check("resets_per_second", anyio.current_time())
+                    self._limits.check("resets_per_second", time.monotonic())
                 return
             if flags & ACK and self.raw:
                 stream.on_accepted(Headers())
@@ -409,12 +430,12 @@ class FramerProvider(FramerLifecycle):
                     waiter.set()
                     return
             # answers we did not ask for count as pings too
-            self._limits.check("pings_per_second", anyio.current_time())
+            self._limits.check("pings_per_second", time.monotonic())
             if not event.ack:
                 self._out.write(encode_ping(event.opaque, ack=True))
                 self._answered(HEADER_SIZE)
         elif type(event) is EmptyFrame:
-            self._limits.check("empty_frames_per_second", anyio.current_time())
+            self._limits.check("empty_frames_per_second", time.monotonic())
         elif type(event) is GoAwayReceived:
             code = _GO_AWAY_CODES[event.code]
             self.on_goaway(GoingAway(f"the peer is going away ({code.name})", code=code))
@@ -428,13 +449,16 @@ class FramerProvider(FramerLifecycle):
     def create_local_stream(self, headers: Headers) -> MuxStream:
         block = b""
         if not self.raw:
-            try:
-                block = encode_header_block(
-                    HeaderBlock(kind=BlockKind.OPEN, headers=tuple(headers.items())),
-                    self.settings.max_header_block,
-                )
-            except ValueError as exc:
-                raise ValueError(f"cannot send these headers: {exc}") from None
+            if not headers:
+                block = _EMPTY_OPEN
+            else:
+                try:
+                    block = encode_header_block(
+                        HeaderBlock(kind=BlockKind.OPEN, headers=tuple(headers.items())),
+                        self.settings.max_header_block,
+                    )
+                except ValueError as exc:
+                    raise ValueError(f"cannot send these headers: {exc}") from None
         try:
             stream_id = self._decoder.allocate_stream_id()
         except FramerProtocolError as exc:
@@ -458,8 +482,11 @@ class FramerProvider(FramerLifecycle):
         else:
             extra = self.settings.receive_window - INITIAL_WINDOW
             self._out.write(encode_window_update(stream_id, extra, SYN))
-        self.last_activity = anyio.current_time()
-        await self._out.drain()
+        self.last_activity = time.monotonic()
+        # no yield unless the output is full: the open's frames then leave in one write
+        # with the data and end of stream the caller queues next
+        if self._out.must_wait:
+            await self._out.drain()
 
     def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
         if self.raw:
@@ -467,9 +494,13 @@ class FramerProvider(FramerLifecycle):
             self._answered(HEADER_SIZE)
             return
         try:
-            block = encode_header_block(
-                HeaderBlock(kind=BlockKind.ACCEPT, headers=tuple(response_headers.items())),
-                self.settings.max_header_block,
+            block = (
+                encode_header_block(
+                    HeaderBlock(kind=BlockKind.ACCEPT, headers=tuple(response_headers.items())),
+                    self.settings.max_header_block,
+                )
+                if response_headers
+                else _EMPTY_ACCEPT
             )
         except ValueError as exc:
             logger.warning("stream %s: cannot send its response headers: %s", stream.stream_id, exc)
@@ -479,7 +510,12 @@ class FramerProvider(FramerLifecycle):
             self.write_reset(stream, ErrorCode.INTERNAL_ERROR)
             return
         stream.adjust_send_window(-len(block))
-        self._out.write(encode_data_header(stream.stream_id, len(block), ACK), block)
+        assert isinstance(stream, FramerStream)
+        # an opener whose data came with its open did not wait for this answer: it may
+        # leave with the handler's first reply
+        self._out.write_deferrable(
+            stream.opener_went_ahead, encode_data_header(stream.stream_id, len(block), ACK), block
+        )
         self._answered(HEADER_SIZE + len(block))
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
@@ -506,6 +542,8 @@ class FramerProvider(FramerLifecycle):
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         out = self._out
+        # bytes are immutable, so a view of them can wait in the queue without a copy
+        payload = data if isinstance(data.obj, bytes) else bytes(data)
         if out.must_wait:
             # wait for a turn before queueing, not after: if every stream queued its frame
             # first, a peer that opens thousands of streams and reads none of their output
@@ -520,13 +558,10 @@ class FramerProvider(FramerLifecycle):
                 raise self._failure
             assert isinstance(stream, FramerStream)
             stream.progressed()
-            # bytes are immutable, so a view of them can wait in the queue without a copy
-            payload = data if isinstance(data.obj, bytes) else bytes(data)
-            out.write(encode_data_header(stream.stream_id, len(data)), payload)
+            out.write_more(encode_data_header(stream.stream_id, len(data)), payload)
             return
-        payload = data if isinstance(data.obj, bytes) else bytes(data)
-        out.write(encode_data_header(stream.stream_id, len(data)), payload)
-        await anyio.lowlevel.checkpoint()
+        out.write_more(encode_data_header(stream.stream_id, len(data)), payload)
+        await self.loop_ops.checkpoint()
 
     def write_eof(self, stream: MuxStream) -> None:
         self._out.write(encode_window_update(stream.stream_id, 0, FIN))
@@ -542,7 +577,7 @@ class FramerProvider(FramerLifecycle):
         self._out.write(encode_go_away(GoAwayCode.NORMAL))
 
     def stream_finished(self, stream: MuxStream) -> None:
-        self.last_activity = anyio.current_time()
+        self.last_activity = time.monotonic()
         if self._readers:
             self._readers.pop(stream.stream_id, None)
         if stream.stream_id in self._announced:

@@ -1,0 +1,121 @@
+"""The event loop's scheduling primitives, looked up once per provider instead of per call.
+
+Every call of ``anyio.lowlevel.checkpoint()``, ``anyio.Event()`` or
+``anyio.current_time()`` first asks sniffio which event loop runs, which on asyncio costs an
+``asyncio.current_task()`` and, before Python 3.12, a ``getpid()`` system call. A stream's
+hot path makes a dozen such calls per open-echo-close; a provider resolves them once (it is
+created inside its event loop) and its streams call the backend's own functions directly.
+The semantics are anyio's: these are the very functions anyio dispatches to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["LoopOps", "current_loop_ops"]
+
+
+class LoopOps:
+    """The running event loop's checkpoint, event and clock functions."""
+
+    __slots__ = (
+        "cancel_shielded_checkpoint",
+        "checkpoint",
+        "checkpoint_if_cancelled",
+        "current_time",
+        "event",
+        "shield_is_costly",
+        "shuffles",
+    )
+
+    def __init__(
+        self,
+        *,
+        checkpoint: Callable[[], Awaitable[None]],
+        checkpoint_if_cancelled: Callable[[], Awaitable[None]],
+        cancel_shielded_checkpoint: Callable[[], Awaitable[None]],
+        event: Callable[[], anyio.Event],
+        current_time: Callable[[], float],
+        shield_is_costly: bool = False,
+        shuffles: bool = False,
+    ) -> None:
+        #: check for cancellation and let other tasks run (``anyio.lowlevel.checkpoint``)
+        self.checkpoint = checkpoint
+        #: raise if cancelled, without yielding
+        self.checkpoint_if_cancelled = checkpoint_if_cancelled
+        #: let other tasks run without being cancellable
+        self.cancel_shielded_checkpoint = cancel_shielded_checkpoint
+        #: create an :class:`anyio.Event`
+        self.event = event
+        #: the event loop's clock (``anyio.current_time``)
+        self.current_time = current_time
+        #: ``True`` where a shielded checkpoint costs a whole cancel scope (anyio on
+        #: asyncio) rather than one scheduler trap (trio): code with a choice between
+        #: the two idioms of a synchronous operation picks the cheaper one
+        self.shield_is_costly = shield_is_costly
+        #: ``True`` where the scheduler runs each batch of ready tasks in a random order
+        #: (trio) instead of first come, first served (asyncio)
+        self.shuffles = shuffles
+
+
+_cache: dict[Any, LoopOps] = {}
+
+
+def current_loop_ops() -> LoopOps:
+    """The primitives of the event loop running in this thread.
+
+    :raises RuntimeError: if no event loop runs (anyio's ``NoEventLoopError``)
+    """
+    current_token = getattr(anyio.lowlevel, "current_token", None)
+    if current_token is None:  # anyio before 4.11: dispatch on every call, as anyio does
+        return _GENERIC
+    backend = current_token().backend_class
+    ops = _cache.get(backend)
+    if ops is None:
+        ops = _cache[backend] = _resolve(backend)
+    return ops
+
+
+def _resolve(backend: Any) -> LoopOps:
+    module = backend.__module__
+    checkpoint = backend.checkpoint
+    checkpoint_if_cancelled = backend.checkpoint_if_cancelled
+    cancel_shielded_checkpoint = backend.cancel_shielded_checkpoint
+    # where anyio's function only forwards to the loop's own, call that directly and save
+    # a coroutine frame per checkpoint (the writer and every stream call take several)
+    if module.endswith("._trio"):
+        import trio.lowlevel
+
+        checkpoint = trio.lowlevel.checkpoint
+        checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+        cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+    elif module.endswith("._asyncio"):
+        checkpoint = _asyncio_checkpoint
+    return LoopOps(
+        checkpoint=checkpoint,
+        checkpoint_if_cancelled=checkpoint_if_cancelled,
+        cancel_shielded_checkpoint=cancel_shielded_checkpoint,
+        event=type(backend.create_event()),
+        current_time=backend.current_time,
+        shield_is_costly=module.endswith("._asyncio"),
+        shuffles=module.endswith("._trio"),
+    )
+
+
+def _asyncio_checkpoint() -> Awaitable[None]:
+    # what anyio's asyncio checkpoint awaits, without its frame around it
+    return asyncio.sleep(0)
+
+
+_GENERIC = LoopOps(
+    checkpoint=anyio.lowlevel.checkpoint,
+    checkpoint_if_cancelled=anyio.lowlevel.checkpoint_if_cancelled,
+    cancel_shielded_checkpoint=anyio.lowlevel.cancel_shielded_checkpoint,
+    event=anyio.Event,
+    current_time=anyio.current_time,
+)
