@@ -417,8 +417,15 @@ class ConnectionGuard:
 
     async def wait_writable(self) -> None:
         """Wait while the connection's send buffer is over its mark (the peer is not
-        reading fast enough); return at once if it is not, or once the connection ends."""
-        while self.output_paused and not self._closed and self.tripped is None:
+        reading fast enough); return at once if it is not, or once the connection ends.
+
+        A writer woken by the buffer draining writes once before it can be held again,
+        even if writers woken before it filled the buffer anew: rechecking would let the
+        same few streams take every turn (on trio, which wakes in random order, one of
+        100 streams got nothing at all). The overshoot is one write per waiting stream,
+        and it happens only when the peer did read.
+        """
+        if self.output_paused and not self._closed and self.tripped is None:
             if self._writable is None:
                 self._writable = anyio.Event()
             await self._writable.wait()
