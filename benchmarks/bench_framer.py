@@ -17,8 +17,6 @@ of each is kept.
 from __future__ import annotations
 
 import contextlib
-import gc
-import tracemalloc
 from collections.abc import AsyncIterator
 
 import anyio
@@ -126,33 +124,7 @@ async def memory_backend_open_echo_close() -> float:
 async def memory_per_idle_stream() -> tuple[float, float]:
     """Bytes per idle open stream: (per end, both ends together)."""
     async with framer_pair() as (client, server):
-        listener = server.listen()
-        opened: list[object] = []
-        accepted: list[object] = []
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            async with anyio.create_task_group() as group:
-
-                async def accept_all() -> None:
-                    for _ in range(IDLE_STREAMS):
-                        accepted.append(await listener.accept())
-
-                group.start_soon(accept_all)
-                for _ in range(IDLE_STREAMS):
-                    opened.append(await client.open_stream(wait_accept=False))
-            for stream in opened:
-                await stream.accepted()  # type: ignore[attr-defined]
-            await anyio.sleep(0.1)
-            gc.collect()
-            after = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
-        assert client.active_streams == IDLE_STREAMS == server.active_streams
-        for stream in (*opened, *accepted):
-            stream.close_now()  # type: ignore[attr-defined]
-    both = (after - before) / IDLE_STREAMS
+        both = await workloads.idle_memory(client, server.listen(), IDLE_STREAMS)
     return both / 2, both
 
 

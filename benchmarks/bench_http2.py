@@ -20,7 +20,6 @@ each is kept, so that a busy moment on a shared machine does not decide a ratio.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import re
 import shutil
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -127,31 +125,7 @@ async def memory_per_idle_stream() -> float:
     client = Http2Provider(client_stream, client=True, settings=settings)
     server = Http2Provider(server_stream, client=False, settings=settings)
     async with client, server:
-        listener = server.listen()
-        opened: list[Any] = []
-        accepted: list[Any] = []
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            async with anyio.create_task_group() as group:
-
-                async def accept_all() -> None:
-                    for _ in range(IDLE_STREAMS):
-                        accepted.append(await listener.accept())
-
-                group.start_soon(accept_all)
-                for _ in range(IDLE_STREAMS):
-                    opened.append(await client.open_stream(wait_accept=False))
-            for stream in opened:
-                await stream.accepted()
-            gc.collect()
-            after = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
-        for stream in (*opened, *accepted):
-            stream.close_now()
-    return (after - before) / IDLE_STREAMS
+        return await workloads.idle_memory(client, server.listen(), IDLE_STREAMS)
 
 
 # -- h2load --------------------------------------------------------------------------------

@@ -133,7 +133,10 @@ def test_the_smallest_run_prints_json_and_draws_a_png(tmp_path: Path) -> None:
     if has_matplotlib or in_ci():
         assert plot.read_bytes().startswith(PNG)
     else:
-        pytest.skip("matplotlib is not installed: the plot was not checked")
+        pytest.skip(
+            "matplotlib is not installed, so the plot was not checked: "
+            "./dev setup (or pip install 'streams[bench]') installs it"
+        )
 
 
 def test_a_missing_baseline_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
