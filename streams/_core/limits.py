@@ -107,11 +107,6 @@ class FloodGuard:
                 code,
             )
 
-    def allows(self, limit: str, now: float, cost: float = 1.0) -> bool:
-        """Like :meth:`check`, but answer ``False`` instead of raising."""
-        bucket = self._buckets.get(limit)
-        return bucket is None or bucket.take(now, cost)
-
 
 def log_limit_exceeded(log: logging.Logger, error: LimitExceeded, peer: object) -> None:
     """Log, once per closed connection, which limit a peer exceeded.
