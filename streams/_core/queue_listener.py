@@ -4,9 +4,12 @@ takes them with ``accept()``; closing wakes waiters and releases what was never 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 
 from .abc import Listener, Stream
 from .errors import StreamClosed
@@ -25,10 +28,41 @@ class QueueListener(Listener):
         self.closed = False
         #: resolved on the first accept (a listener may be built outside its event loop)
         self._ops: LoopOps | None = None
+        #: while :meth:`serve` runs: starts a stream's handler task, ``False`` if it cannot
+        self._serving: Callable[[Stream], bool] | None = None
 
     def _put(self, item: Stream | BaseException) -> None:
+        serving = self._serving
+        if serving is not None and not self._items and isinstance(item, Stream) and serving(item):
+            return
         self._items.append(item)
         self.wake()
+
+    async def serve(
+        self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        # a stream accepted while this runs starts its handler's task at once, from the
+        # task that accepted it, instead of waking this one to start it a turn later
+        async def run(stream: Stream) -> None:
+            async with stream:
+                await handler(stream)
+
+        async with anyio.create_task_group() as own_group:
+            group = task_group if task_group is not None else own_group
+
+            def start(stream: Stream) -> bool:
+                try:
+                    group.start_soon(run, stream)
+                except RuntimeError:  # the group is closing: leave it to the queue
+                    return False
+                return True
+
+            outer, self._serving = self._serving, start
+            try:
+                async for stream in self:
+                    group.start_soon(run, stream)
+            finally:
+                self._serving = outer
 
     def wake(self) -> None:
         """Wake a task waiting in :meth:`accept` (to look at the queue or the end again)."""
