@@ -307,7 +307,7 @@ class MuxProvider(StreamProvider):
                     with anyio.fail_after(timeout):
                         await stream.accepted()
             elif not self.write_open_checkpoints:
-                await self.loop_ops.checkpoint()
+                await self.loop_ops.checkpoint_if_cancelled()
         except TimeoutError:
             stream.close_now()
             raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
@@ -399,6 +399,10 @@ class MuxProvider(StreamProvider):
         """Close the connection under the provider."""
 
     # -- the stream owner interface ------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what the streams queued, if that can be done without waiting; see
+        :class:`~streams._core.stream.StreamOwner`. Here: nothing (the writer task sends)."""
 
     def stream_finished(self, stream: MuxStream) -> None:
         """Forget a finished stream; see :class:`~streams._core.stream.StreamOwner`."""

@@ -48,6 +48,11 @@ class StreamOwner(Protocol):
     def write_window_update(self, stream: MuxStream, increment: int) -> None:
         """Grant the peer *increment* more bytes on the stream. Never blocks."""
 
+    def flush(self) -> None:
+        """The stream is about to wait (or closed): write what is queued now if the
+        transport takes it without waiting. Never blocks; may do nothing (the writer
+        task then sends it at its turn)."""
+
     def stream_finished(self, stream: MuxStream) -> None:
         """The stream expects no more frames: forget it."""
 
@@ -195,7 +200,7 @@ class MuxStream(Stream):
         while True:
             if self.accept_state is AcceptState.ACCEPTED:
                 assert self._response_headers is not None
-                await self._ops.checkpoint()
+                await self._ops.checkpoint_if_cancelled()
                 return self._response_headers
             if self._rejection is not None:
                 raise self._rejection
@@ -203,6 +208,7 @@ class MuxStream(Stream):
             if self._closed:
                 raise StreamClosed()
             event = self._accepted_event = self._accepted_event or self._ops.event()
+            self._owner.flush()
             await event.wait()
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -222,11 +228,10 @@ class MuxStream(Stream):
                     raise self._reset
                 if self._chunks:
                     if not waited:
-                        # yield before taking, so that a cancellation loses nothing; once
-                        # this call has blocked, that was its checkpoint
-                        await self._ops.checkpoint()
-                        waited = True
-                        continue
+                        # a cancel point before taking, so that a cancellation loses
+                        # nothing; no schedule point where nothing needs waiting for (see
+                        # docs/contract.md, "Checkpoints")
+                        await self._ops.checkpoint_if_cancelled()
                     return self._take(max_bytes)
                 if self._recv_eof:
                     raise anyio.EndOfStream
@@ -235,6 +240,7 @@ class MuxStream(Stream):
                 if self._failure is not None:
                     raise self._failure
                 waiter = self._recv_waiter = self._ops.event()
+                self._owner.flush()
                 await waiter.wait()
                 waited = True
         finally:
@@ -246,11 +252,12 @@ class MuxStream(Stream):
         self._sending = True
         try:
             self._check_sendable()
+            # in a cancelled scope, nothing is queued: the caller may send it again
+            await self._ops.checkpoint_if_cancelled()
             if self._hold_until_accepted and self.accept_state is AcceptState.PENDING:
                 await self.accepted()
             view = memoryview(item)
             if not view:
-                await self._ops.checkpoint()
                 return
             while view:
                 self._check_sendable()
@@ -268,7 +275,7 @@ class MuxStream(Stream):
     async def send_eof(self) -> None:
         if self._sending:
             raise anyio.BusyResourceError("sending to")
-        await self._ops.checkpoint()
+        await self._ops.checkpoint_if_cancelled()
         self._write_eof()
 
     async def reset(self, code: int = ErrorCode.CANCEL) -> None:
@@ -276,13 +283,9 @@ class MuxStream(Stream):
         await self._ops.checkpoint()
 
     async def aclose(self) -> None:
-        if self._closed:
-            # nothing to do, so nothing a cancellation could interrupt: a plain checkpoint
-            # (``async with stream`` around a handler that closes it lands here)
-            await self._ops.checkpoint()
-            return
+        # never blocks, so it needs no schedule point, and works in a cancelled scope
         self.close_now()
-        await self._ops.cancel_shielded_checkpoint()
+        self._owner.flush()
 
     # -- helpers for the contract -----------------------------------------------------------
 

@@ -339,19 +339,81 @@ class OutboundBuffer:
         return self._stream.extra_attributes
 
 
-#: how many turns the writer lets other tasks take while they keep queueing frames
+#: how many turns the writer lets a handler take before an acceptance leaves without its reply
 _COALESCE_TURNS = 6
 #: payloads at least this large are handed to the transport without being joined
 _DIRECT_SEND = 64 * 1024
-#: turns without a new frame after which the writer stops waiting for more
-_QUIET_TURNS = 1
+
+
+def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[Any], int] | None:
+    """A function that writes to *stream* at once, without waiting, for the socket streams
+    of anyio's backends; ``None`` for any other stream (TLS, memory, a wrapper).
+
+    It returns how many bytes the transport took: all of them, a prefix (the socket's
+    buffer filled up) or none (the transport has a backlog, or failed: the writer task
+    then finds out). Only call it while no ``send`` on *stream* is under way.
+    """
+    kind = type(stream)
+    module, name = kind.__module__, kind.__name__
+    if module == "anyio._backends._asyncio" and name == "SocketStream":
+        transport: Any = getattr(stream, "_transport", None)
+        protocol: Any = getattr(stream, "_protocol", None)
+        if transport is None or getattr(protocol, "write_event", None) is None:
+            return None
+
+        def write_through_transport(data: Any) -> int:
+            # anyio sets the transport's buffer limits to zero, so its write event is set
+            # exactly while nothing waits in the transport's own buffer (pausing replaces
+            # the event with a new one: look it up each time)
+            if (
+                not protocol.write_event.is_set()
+                or transport.is_closing()
+                or protocol.exception is not None
+            ):
+                return 0
+            transport.write(data)
+            return len(data)
+
+        return write_through_transport
+    if module in ("anyio._backends._asyncio", "anyio._backends._trio") and name in (
+        "SocketStream",
+        "UNIXSocketStream",
+    ):
+        try:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        except anyio.TypedAttributeLookupError:
+            return None
+        send = raw.send
+
+        def write_to_socket(data: Any) -> int:
+            try:
+                return int(send(data))
+            except OSError:  # full (BlockingIOError) or broken: the writer task takes over
+                return 0
+
+        return write_to_socket
+    return None
+
+
+def _call_soon_of(stream: anyio.abc.ByteStream) -> Callable[..., Any] | None:
+    if type(stream).__module__ != "anyio._backends._asyncio":
+        return None
+    import asyncio
+
+    return asyncio.get_running_loop().call_soon
 
 
 class CoalescingBuffer(OutboundBuffer):
-    """An :class:`OutboundBuffer` whose writer, once woken, lets the other ready tasks run
-    while they keep queueing frames before it takes the queue: an open, its data and its
-    end of stream, or an answer and its echo, then leave in one ``send`` (and arrive in
-    one ``receive``) instead of several.
+    """An :class:`OutboundBuffer` that the streams flush themselves when they are about
+    to wait, and whose writer task sends the rest.
+
+    A stream's operations that need not wait do not yield to the event loop, so what one
+    task queues in one go (an open, its data and its end of stream; an answer, its echo
+    and its end) is queued together; when that task is about to wait (for data, for an
+    acceptance) or closes the stream, :meth:`flush` writes the queue straight to the
+    socket if the socket takes it at once. Whatever is left (the socket was full, the
+    stream is TLS, nobody flushed) the writer task sends at its next turn, joined with what
+    other tasks queued meanwhile.
 
     Writers past the high-water mark wait their turn in arrival order (:meth:`drain`), so
     many streams sending at once share the connection evenly.
@@ -368,26 +430,18 @@ class CoalescingBuffer(OutboundBuffer):
         # (write_deferrable), and whether anything else is queued
         self._holds: list[Callable[[], bool]] = []
         self._urgent = False
-        self._open_ended = False
-        # one quiet turn proves nothing where the ready tasks run in a random order: the
-        # writer may just have run before the task about to write
-        self._quiet_after_more = 2 if self._ops.shuffles else 1
-        #: writers that will queue a frame as soon as their checkpoint returns (see
-        #: :meth:`expect`): the queue waits for them rather than leave without it
-        self.expected = 0
+        self._direct = direct_writer(stream)
+        #: ``True`` while the writer task holds chunks it took but has not sent yet
+        self._sending = False
+        # where the loop can run a plain callback at its next turn (asyncio), the writer
+        # task is woken from there, and only if nobody flushed the queue meanwhile: most
+        # of the time somebody did, and waking a task for nothing costs more than a callback
+        self._call_soon = _call_soon_of(stream) if self._direct is not None else None
+        self._kick_pending = False
 
     def write(self, *chunks: bytes | bytearray | memoryview) -> None:
         self._urgent = True
-        self._open_ended = False
-        super().write(*chunks)
-
-    def write_more(self, *chunks: bytes | bytearray | memoryview) -> None:
-        """Queue *chunks* after which their writer often queues more at its next turn (a
-        data frame, before the stream's end): where the scheduler runs ready tasks in a
-        random order (trio), the writer then waits for a second quiet turn."""
-        self._urgent = True
-        self._open_ended = True
-        super().write(*chunks)
+        self._queue(chunks)
 
     def write_deferrable(
         self, hold: Callable[[], bool], *chunks: bytes | bytearray | memoryview
@@ -396,12 +450,64 @@ class CoalescingBuffer(OutboundBuffer):
         is true and nothing else is queued: an acceptance that a peer who did not wait for
         it does not need alone, when the handler's answer is about to follow."""
         self._holds.append(hold)
-        super().write(*chunks)
+        self._queue(chunks)
+
+    def _queue(self, chunks: tuple[bytes | bytearray | memoryview, ...]) -> None:
+        call_soon = self._call_soon
+        if call_soon is None:
+            super().write(*chunks)
+            return
+        if self.error is not None or self._closing:
+            return
+        for chunk in chunks:
+            self._chunks.append(chunk)
+            self.queued += len(chunk)
+        if not self._kick_pending:
+            self._kick_pending = True
+            call_soon(self._kick)
+        if self.queued > self._high_water and self._drained.is_set():
+            self._drained = self._ops.event()
+
+    def _kick(self, turns: int = 0) -> None:
+        if self._chunks and turns < _COALESCE_TURNS and self._holding():
+            # an acceptance waiting for the handler's reply: look again at the next turn
+            assert self._call_soon is not None
+            self._call_soon(self._kick, turns + 1)
+            return
+        self._kick_pending = False
+        if self._chunks:
+            self._has_data.set()
 
     def _holding(self) -> bool:
-        if self.expected:
-            return True
         return not self._urgent and all(hold() for hold in self._holds)
+
+    def flush(self) -> None:
+        """Write what is queued now if the socket takes it without waiting; leave it to the
+        writer task otherwise. Never blocks."""
+        chunks = self._chunks
+        if not chunks or self._direct is None or self._sending or self.error is not None:
+            return
+        if self._holding():
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        sent = self._direct(data)
+        if not sent:
+            return
+        self._taken()
+        if sent < len(data):
+            rest = memoryview(data)[sent:]
+            self._chunks = [rest]
+            self.queued = len(rest)
+            self._urgent = True
+            self._has_data.set()
+
+    def _taken(self) -> None:
+        self._chunks = []
+        self.queued = 0
+        self._holds.clear()
+        self._urgent = False
+        self._drained.set()
+        self._wake(self._batch)
 
     @property
     def must_wait(self) -> bool:
@@ -446,46 +552,26 @@ class CoalescingBuffer(OutboundBuffer):
         try:
             while True:
                 await self._has_data.wait()
-                # while the ready tasks keep adding frames, let them (a few turns at most)
-                quiet = 0
+                # an acceptance that may leave with the handler's reply waits a few turns
                 for _ in range(_COALESCE_TURNS):
-                    queued = len(self._chunks)
-                    if not queued or self._closing or self.queued >= self._high_water:
+                    if not self._chunks or self._closing or not self._holding():
                         break
                     await checkpoint()
-                    quiet = quiet + 1 if len(self._chunks) == queued else 0
-                    if quiet >= _QUIET_TURNS and not self._holding():
-                        if self._open_ended and quiet < self._quiet_after_more:
-                            continue
-                        break
                 if not self._chunks:
                     if self._closing:
                         return
                     self._has_data = self._ops.event()
                     continue
-                chunks, self._chunks = self._chunks, []
-                self.queued = 0
-                self._holds.clear()
-                self._urgent = False
-                self._open_ended = False
+                chunks = self._chunks
                 self._has_data = self._ops.event()
                 if self._closing:
                     self._has_data.set()
-                self._drained.set()
-                self._wake(self._batch)
-                # small frames are joined into one send; a large payload is sent as it is,
-                # which costs a send but saves copying it
-                pending: list[bytes | bytearray | memoryview] = []
-                for chunk in chunks:
-                    if len(chunk) < _DIRECT_SEND:
-                        pending.append(chunk)
-                        continue
-                    if pending:
-                        await self._stream.send(b"".join(pending))
-                        pending = []
-                    await self._stream.send(chunk)  # type: ignore[arg-type]
-                if pending:
-                    await self._stream.send(b"".join(pending))
+                self._taken()
+                self._sending = True
+                try:
+                    await self._send(chunks)
+                finally:
+                    self._sending = False
         except (
             OSError,
             anyio.BrokenResourceError,
@@ -496,3 +582,18 @@ class CoalescingBuffer(OutboundBuffer):
             self._drained.set()
             self._wake(len(self._turns))
             on_error(exc)
+
+    async def _send(self, chunks: list[bytes | bytearray | memoryview]) -> None:
+        # small frames are joined into one send; a large payload is sent as it is, which
+        # costs a send but saves copying it
+        pending: list[bytes | bytearray | memoryview] = []
+        for chunk in chunks:
+            if len(chunk) < _DIRECT_SEND:
+                pending.append(chunk)
+                continue
+            if pending:
+                await self._stream.send(b"".join(pending))
+                pending = []
+            await self._stream.send(chunk)  # type: ignore[arg-type]
+        if pending:
+            await self._stream.send(b"".join(pending))

@@ -91,3 +91,58 @@ async def test_cancelled_accept_with_a_stream_waiting_loses_nothing() -> None:
             assert accepted.stream_id == opened.stream_id
             await opened.aclose()
             await accepted.aclose()
+
+
+async def test_cancelled_send_and_send_eof_in_a_cancelled_scope_do_nothing() -> None:
+    """A non-blocking send or send_eof is still a cancel point: in a cancelled scope it
+    raises before queueing anything, and the stream stays usable."""
+    with anyio.fail_after(5):
+        async with memory.pair(MuxSettings(close_grace=0.1)) as (client, server):
+            listener = server.listen()
+            opened = await client.open_stream()
+            accepted = await listener.accept()
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await opened.send(b"lost")
+            assert scope.cancelled_caught
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await opened.send_eof()
+            assert scope.cancelled_caught
+            await opened.send(b"kept")
+            await opened.send_eof()
+            assert await read_all(accepted) == b"kept"
+            await opened.aclose()
+            await accepted.aclose()
+
+
+async def test_a_sending_loop_lets_other_tasks_run() -> None:
+    """send() does not yield while it can queue at once, but the connection's bounded
+    output makes a loop of sends wait, so a task that never awaits anything else still
+    lets the others run."""
+    with anyio.fail_after(10):
+        async with memory.pair(MuxSettings(close_grace=0.1)) as (client, server):
+            listener = server.listen()
+            opened = await client.open_stream()
+            accepted = await listener.accept()
+            ticks = 0
+
+            async def count_turns() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await anyio.lowlevel.checkpoint()
+
+            async def drain() -> None:
+                while await accepted.receive(1 << 20):
+                    pass
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(count_turns)
+                group.start_soon(drain)
+                for _ in range(2000):
+                    await opened.send(b"x" * 16384)
+                group.cancel_scope.cancel()
+            assert ticks > 10
+            await opened.aclose()
+            await accepted.aclose()

@@ -49,29 +49,6 @@ class FramerStream(MuxStream):
             self._local_reset(ErrorCode.CANCEL)
             raise StreamReset(ErrorCode.CANCEL, remote=False)
 
-    async def send_eof(self) -> None:
-        # both ways raise Cancelled only if the end was not sent, and both let the end
-        # leave in the same send as the data before it instead of after a turn of the
-        # writer; which is cheaper depends on the event loop
-        if self._sending:
-            raise anyio.BusyResourceError("sending to")
-        ops = self._ops
-        if ops.shield_is_costly:
-            # yield first, telling the writer the end is coming
-            out = self._provider.output
-            out.expected += 1
-            try:
-                await ops.checkpoint()
-            finally:
-                out.expected -= 1
-            self._write_eof()
-        else:
-            # trio's idiom: give up only if already cancelled, queue the end, then yield
-            # without being cancellable
-            await ops.checkpoint_if_cancelled()
-            self._write_eof()
-            await ops.cancel_shielded_checkpoint()
-
     def opener_went_ahead(self) -> bool:
         """``True`` if the opener's data or end of stream arrived (it did not wait for the
         acceptance), or the stream ended."""

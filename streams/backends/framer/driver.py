@@ -185,6 +185,9 @@ class FramerProvider(FramerLifecycle):
                     else:
                         self._on_control(event)
                 self._reading = False
+                # answers to what arrived (acceptances, credit, pongs) leave before the
+                # reader waits again
+                self._out.flush()
             except LimitExceeded as exc:
                 self._reading = False
                 self._limit_failure(exc)
@@ -558,10 +561,11 @@ class FramerProvider(FramerLifecycle):
                 raise self._failure
             assert isinstance(stream, FramerStream)
             stream.progressed()
-            out.write_more(encode_data_header(stream.stream_id, len(data)), payload)
+            out.write(encode_data_header(stream.stream_id, len(data)), payload)
             return
-        out.write_more(encode_data_header(stream.stream_id, len(data)), payload)
-        await self.loop_ops.checkpoint()
+        # no yield: MuxStream.send checked for cancellation before taking the credit, and
+        # the frames queued until the task waits leave in one write
+        out.write(encode_data_header(stream.stream_id, len(data)), payload)
 
     def write_eof(self, stream: MuxStream) -> None:
         self._out.write(encode_window_update(stream.stream_id, 0, FIN))
@@ -575,6 +579,9 @@ class FramerProvider(FramerLifecycle):
 
     def write_goaway(self) -> None:
         self._out.write(encode_go_away(GoAwayCode.NORMAL))
+
+    def flush(self) -> None:
+        self._out.flush()
 
     def stream_finished(self, stream: MuxStream) -> None:
         self.last_activity = time.monotonic()

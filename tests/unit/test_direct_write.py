@@ -1,0 +1,66 @@
+"""The coalescing writer's shortcut: frames queued by a task leave straight from it when
+the socket takes them at once, and otherwise through the writer task, in order, with the
+connection's backpressure intact."""
+
+import socket
+
+import anyio
+import anyio.abc
+import pytest
+from anyio.streams.stapled import StapledByteStream
+
+from streams._core.transport import CoalescingBuffer, direct_writer
+
+pytestmark = pytest.mark.anyio
+
+
+async def _tcp_pair() -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]:
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as multi:
+        listener = multi.listeners[0]
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        server = await listener.accept()  # type: ignore[attr-defined]
+    return client, server
+
+
+async def test_only_plain_sockets_of_anyio_get_a_direct_writer() -> None:
+    client, server = await _tcp_pair()
+    async with client, server:
+        assert direct_writer(client) is not None
+        assert direct_writer(server) is not None
+        # a wrapper (TLS, a stapled pair, a guard) hides the socket's state: no shortcut
+        assert direct_writer(StapledByteStream(client, server)) is None
+
+
+async def test_flush_writes_in_order_and_stops_at_a_backlog() -> None:
+    client, server = await _tcp_pair()
+    raw = client.extra(anyio.abc.SocketAttribute.raw_socket)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    out = CoalescingBuffer(client, high_water=1 << 20, turn_bytes=64 * 1024)
+    failures: list[BaseException] = []
+    block = bytes(range(256)) * 1024  # 256 KiB
+    total = 64 * len(block)
+    received = bytearray()
+
+    async def read_slowly() -> None:
+        await anyio.sleep(0.2)  # let the socket fill first
+        while len(received) < total:
+            received.extend(await server.receive(1 << 20))
+
+    with anyio.fail_after(20):
+        async with client, server, anyio.create_task_group() as group:
+            group.start_soon(out.run, failures.append)
+            group.start_soon(read_slowly)
+            # the socket fills: flush then stops at the backlog and leaves the rest to the
+            # writer task, and the queue stays bounded; the bytes arrive in order
+            for _ in range(64):
+                out.write(block)
+                out.flush()
+                assert out.queued <= (1 << 20) + len(block)
+                if out.must_wait:
+                    await out.drain()
+            while len(received) < total:
+                await anyio.sleep(0.01)
+            assert received == block * 64
+            out.close()
+    assert not failures
