@@ -11,7 +11,8 @@ The semantics are anyio's: these are the very functions anyio dispatches to.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import anyio
@@ -96,6 +97,7 @@ def _resolve(backend: Any) -> LoopOps:
         cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
     elif module.endswith("._asyncio"):
         checkpoint = _asyncio_checkpoint
+        checkpoint_if_cancelled = _asyncio_checkpoint_if_cancelled() or checkpoint_if_cancelled
     return LoopOps(
         checkpoint=checkpoint,
         checkpoint_if_cancelled=checkpoint_if_cancelled,
@@ -110,6 +112,54 @@ def _resolve(backend: Any) -> LoopOps:
 def _asyncio_checkpoint() -> Awaitable[None]:
     # what anyio's asyncio checkpoint awaits, without its frame around it
     return asyncio.sleep(0)
+
+
+class _Done:
+    """An awaitable that is already done: ``await`` on it returns at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
+
+
+_DONE = _Done()
+
+
+def _asyncio_checkpoint_if_cancelled() -> Callable[[], Awaitable[None]] | None:
+    """anyio's asyncio ``checkpoint_if_cancelled`` without its coroutine frame and its
+    property calls: a stream operation that need not wait makes one on every call, and
+    it walks the task's cancel scopes each time. ``None`` if anyio's internals are not
+    the ones this was written against (then anyio's own function is used)."""
+    try:
+        from anyio._backends import _asyncio as backend
+
+        # the dictionary behind the WeakKeyDictionary: its get() is a Python call
+        states: dict[Any, Any] = backend._task_states.data  # type: ignore[attr-defined]
+        probe = backend.CancelScope()
+        for name in ("_cancel_called", "_shield", "_parent_scope"):
+            getattr(probe, name)
+    except (ImportError, AttributeError):
+        return None
+    current_task = asyncio.current_task
+    ref = weakref.ref
+    sleep = asyncio.sleep
+
+    def checkpoint_if_cancelled() -> Awaitable[None]:
+        task = current_task()
+        state = states.get(ref(task)) if task is not None else None
+        if state is not None:
+            scope = state.cancel_scope
+            while scope is not None:
+                if scope._cancel_called:
+                    # anyio delivers the cancellation at the task's next yield
+                    return sleep(0)
+                if scope._shield:
+                    break
+                scope = scope._parent_scope
+        return _DONE
+
+    return checkpoint_if_cancelled
 
 
 _GENERIC = LoopOps(

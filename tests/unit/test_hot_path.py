@@ -146,3 +146,19 @@ async def test_a_sending_loop_lets_other_tasks_run() -> None:
             assert ticks > 10
             await opened.aclose()
             await accepted.aclose()
+
+
+async def test_a_shielded_send_inside_a_cancelled_scope_goes_through() -> None:
+    with anyio.fail_after(5):
+        async with memory.pair(MuxSettings(close_grace=0.1)) as (client, server):
+            listener = server.listen()
+            opened = await client.open_stream()
+            accepted = await listener.accept()
+            with anyio.CancelScope() as outer:
+                outer.cancel()
+                with anyio.CancelScope(shield=True):
+                    await opened.send(b"shielded")
+                    await opened.send_eof()
+            assert await read_all(accepted) == b"shielded"
+            await opened.aclose()
+            await accepted.aclose()
