@@ -111,7 +111,6 @@ class MuxStream(Stream):
         "_send_waiter",
         "_send_window",
         "_sending",
-        "_stream_id",
         "accept_state",
         "buffered",
         "bytes_received",
@@ -119,7 +118,11 @@ class MuxStream(Stream):
         "close_callbacks",
         "local",
         "opened_at",
+        "stream_id",
     )
+
+    #: the protocol's identifier (a plain attribute: drivers read it on every frame)
+    stream_id: int
 
     def __init__(
         self,
@@ -136,7 +139,7 @@ class MuxStream(Stream):
     ) -> None:
         self._owner = owner
         self._ops = owner.loop_ops
-        self._stream_id = stream_id
+        self.stream_id = stream_id
         self._headers = headers
         self._response_headers: Headers | None = None
         self.local = local
@@ -183,14 +186,10 @@ class MuxStream(Stream):
         return self._response_headers
 
     @property
-    def stream_id(self) -> int:
-        return self._stream_id
-
-    @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return {
             **self._owner.stream_extra_attributes(),
-            StreamAttribute.stream_id: lambda: self._stream_id,
+            StreamAttribute.stream_id: lambda: self.stream_id,
             StreamAttribute.headers: lambda: self._headers,
             StreamAttribute.backend: lambda: self._owner.backend_name,
             StreamAttribute.local_open: lambda: self.local,
@@ -531,4 +530,4 @@ class MuxStream(Stream):
 
     def __repr__(self) -> str:
         side = "local" if self.local else "remote"
-        return f"<MuxStream {self._owner.backend_name} id={self._stream_id} {side} {self.state}>"
+        return f"<MuxStream {self._owner.backend_name} id={self.stream_id} {side} {self.state}>"

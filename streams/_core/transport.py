@@ -19,6 +19,7 @@ import anyio.abc
 from anyio.streams.tls import TLSListener, TLSStream
 
 from .errors import ConfigError, ConnectionLost
+from .loop_io import direct_writer
 from .loopops import current_loop_ops
 
 __all__ = [
@@ -345,56 +346,6 @@ _COALESCE_TURNS = 6
 _DIRECT_SEND = 64 * 1024
 
 
-def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[Any], int] | None:
-    """A function that writes to *stream* at once, without waiting, for the socket streams
-    of anyio's backends; ``None`` for any other stream (TLS, memory, a wrapper).
-
-    It returns how many bytes the transport took: all of them, a prefix (the socket's
-    buffer filled up) or none (the transport has a backlog, or failed: the writer task
-    then finds out). Only call it while no ``send`` on *stream* is under way.
-    """
-    kind = type(stream)
-    module, name = kind.__module__, kind.__name__
-    if module == "anyio._backends._asyncio" and name == "SocketStream":
-        transport: Any = getattr(stream, "_transport", None)
-        protocol: Any = getattr(stream, "_protocol", None)
-        if transport is None or getattr(protocol, "write_event", None) is None:
-            return None
-
-        def write_through_transport(data: Any) -> int:
-            # anyio sets the transport's buffer limits to zero, so its write event is set
-            # exactly while nothing waits in the transport's own buffer (pausing replaces
-            # the event with a new one: look it up each time)
-            if (
-                not protocol.write_event.is_set()
-                or transport.is_closing()
-                or protocol.exception is not None
-            ):
-                return 0
-            transport.write(data)
-            return len(data)
-
-        return write_through_transport
-    if module in ("anyio._backends._asyncio", "anyio._backends._trio") and name in (
-        "SocketStream",
-        "UNIXSocketStream",
-    ):
-        try:
-            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-        except anyio.TypedAttributeLookupError:
-            return None
-        send = raw.send
-
-        def write_to_socket(data: Any) -> int:
-            try:
-                return int(send(data))
-            except OSError:  # full (BlockingIOError) or broken: the writer task takes over
-                return 0
-
-        return write_to_socket
-    return None
-
-
 def _call_soon_of(stream: anyio.abc.ByteStream) -> Callable[..., Any] | None:
     if type(stream).__module__ != "anyio._backends._asyncio":
         return None
@@ -479,7 +430,12 @@ class CoalescingBuffer(OutboundBuffer):
             self._has_data.set()
 
     def _holding(self) -> bool:
-        return not self._urgent and all(hold() for hold in self._holds)
+        if self._urgent:
+            return False
+        for hold in self._holds:  # noqa: SIM110 (a loop, not all(genexpr): on every flush)
+            if not hold():
+                return False
+        return True
 
     def flush(self) -> None:
         """Write what is queued now if the socket takes it without waiting; leave it to the

@@ -14,8 +14,8 @@ import anyio.abc
 
 from ..._core.errors import ConnectionLost, ErrorCode, LimitExceeded, ProtocolError
 from ..._core.limits import log_limit_exceeded
-from ..._core.mux import MuxProvider
 from ..._core.transport import CoalescingBuffer
+from ._input import FramerInput
 from ._limits import ConnectionLimits
 from ._stream import FramerStream
 from .codec import FramerProtocolError, GoAwayCode, encode_go_away, encode_ping
@@ -34,7 +34,7 @@ _STOP_WAIT = 0.6
 _LINGER = 1.0
 
 
-class FramerLifecycle(MuxProvider):
+class FramerLifecycle(FramerInput):
     """The part of :class:`~.driver.FramerProvider` that does not handle stream frames;
     its attributes are set by the provider's constructor."""
 
@@ -42,8 +42,6 @@ class FramerLifecycle(MuxProvider):
     _transport: anyio.abc.ByteStream
     _out: CoalescingBuffer
     _limits: ConnectionLimits
-    #: ``True`` while the reader handles frames: a limit hit then unwinds to it
-    _reading: bool
     #: ``True`` once the connection is being closed for the peer's fault
     _lingering: bool
     _writer_done: anyio.Event
@@ -52,7 +50,6 @@ class FramerLifecycle(MuxProvider):
     _announced: dict[int, FramerStream]
     _pings: dict[int, anyio.Event]
     _next_ping: int
-    _room: anyio.Event | None
     _transport_closing: bool
     last_activity: float
 

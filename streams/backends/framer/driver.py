@@ -22,7 +22,6 @@ from ..._core.errors import (
     ConnectionLost,
     ErrorCode,
     GoingAway,
-    LimitExceeded,
     StreamRejected,
 )
 from ..._core.flow import FlowControlViolation
@@ -117,8 +116,6 @@ class FramerProvider(FramerLifecycle):
         if isinstance(peer, tuple):
             peer = f"{peer[0]}:{peer[1]}"
         self._limits = ConnectionLimits(settings, self._out, time.monotonic(), peer or "the peer")
-        #: ``True`` while the reader handles frames: a limit hit then unwinds to it
-        self._reading = False
         #: ``True`` once the connection is being closed for the peer's fault
         self._lingering = False
         self._writer_done = anyio.Event()
@@ -130,8 +127,7 @@ class FramerProvider(FramerLifecycle):
         self._announced: dict[int, FramerStream] = {}
         self._pings: dict[int, anyio.Event] = {}
         self._next_ping = 1
-        self._buffered = 0
-        self._room: anyio.Event | None = None
+        self._init_input()
         self._transport_closing = False
         #: when a stream last opened or finished (``time.monotonic()``: no event loop
         #: lookup on the open path), for the idle timeout
@@ -164,76 +160,12 @@ class FramerProvider(FramerLifecycle):
         finally:
             self._reader_done.set()
 
-    async def _read(self) -> None:
-        receive = self._transport.receive
-        read_size = self.settings.read_size
-        decoder = self._decoder
-        while True:
-            try:
-                data = await receive(read_size)
-            except anyio.EndOfStream:
-                self._lost(self._going_away or ConnectionLost("the peer closed the connection"))
-                return
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                self._lost(ConnectionLost(f"the connection broke: {exc!r}"))
-                return
-            try:
-                self._reading = True
-                for event in decoder.receive_data(data):
-                    if isinstance(event, DataReceived):
-                        self._on_data(event)
-                    else:
-                        self._on_control(event)
-                self._reading = False
-                # answers to what arrived (acceptances, credit, pongs) leave before the
-                # reader waits again
-                self._out.flush()
-            except LimitExceeded as exc:
-                self._reading = False
-                self._limit_failure(exc)
-                await self._discard_input()
-                return
-            except FramerProtocolError as exc:
-                self._reading = False
-                self._protocol_failure(exc)
-                await self._discard_input()
-                return
-            except Exception as exc:
-                self._reading = False
-                # a bug of ours must not crash the user's task group: fail this connection
-                logger.exception("framer driver failed on its input")
-                failure = FramerProtocolError(repr(exc), GoAwayCode.INTERNAL_ERROR)
-                failure.__cause__ = exc
-                self._protocol_failure(failure)
-                return
-            if self._buffered > self.settings.max_connection_buffer:
-                await self._wait_for_room()
-
     # -- connection buffer ---------------------------------------------------------------
 
     @property
     def output(self) -> CoalescingBuffer:
         """The connection's outbound queue."""
         return self._out
-
-    def consumed(self, size: int) -> None:
-        """The application read *size* buffered bytes."""
-        self._buffered -= size
-        room = self._room
-        if room is not None and self._buffered <= self.settings.max_connection_buffer:
-            self._room = None
-            room.set()
-
-    async def _wait_for_room(self) -> None:
-        limit = self.settings.max_connection_buffer
-        while self._failure is None:
-            # streams closed with unread data are not reported; recount
-            self._buffered = sum(stream.buffered for stream in self.streams.values())
-            if self._buffered <= limit:
-                return
-            room = self._room = anyio.Event()
-            with anyio.move_on_after(0.1):
-                await room.wait()
 
     # -- frames in -----------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
-"""The coalescing writer's shortcut: frames queued by a task leave straight from it when
-the socket takes them at once, and otherwise through the writer task, in order, with the
-connection's backpressure intact."""
+"""The shortcuts past anyio's socket streams: frames queued by a task leave straight from
+it when the socket takes them at once, and otherwise through the writer task, in order,
+with the connection's backpressure intact; on asyncio, input is delivered from the event
+loop, what anyio had read first, with its end and pausing kept."""
 
 import socket
 
@@ -9,6 +10,7 @@ import anyio.abc
 import pytest
 from anyio.streams.stapled import StapledByteStream
 
+from streams._core.loop_io import take_over_reading
 from streams._core.transport import CoalescingBuffer, direct_writer
 
 pytestmark = pytest.mark.anyio
@@ -64,3 +66,52 @@ async def test_flush_writes_in_order_and_stops_at_a_backlog() -> None:
             assert received == block * 64
             out.close()
     assert not failures
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ends: list[BaseException | None] = []
+        self.arrived = anyio.Event()
+
+    def input_received(self, data: bytes) -> None:
+        self.data += data
+        self.arrived.set()
+
+    def input_ended(self, error: BaseException | None) -> None:
+        self.ends.append(error)
+        self.arrived.set()
+
+    async def wait(self) -> None:
+        await self.arrived.wait()
+        self.arrived = anyio.Event()
+
+
+async def test_taken_over_input_keeps_order_pauses_and_ends(anyio_backend: str) -> None:
+    client, server = await _tcp_pair()
+    sink = _Collector()
+    with anyio.fail_after(10):
+        async with client, server:
+            await client.send(b"early ")
+            await anyio.sleep(0.05)  # anyio may have read it already: it comes first
+            control = take_over_reading(server, sink)
+            if anyio_backend != "asyncio":
+                assert control is None  # trio's streams are read with receive()
+                return
+            assert control is not None
+            await client.send(b"late")
+            while bytes(sink.data) != b"early late":
+                await sink.wait()
+            control.pause()
+            await client.send(b" held")
+            await anyio.sleep(0.05)
+            assert bytes(sink.data) == b"early late"
+            control.resume()
+            while bytes(sink.data) != b"early late held":
+                await sink.wait()
+            await server.send(b"writing still works")
+            assert await client.receive() == b"writing still works"
+            await client.send_eof()
+            while not sink.ends:
+                await sink.wait()
+            assert sink.ends == [None]

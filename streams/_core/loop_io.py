@@ -1,0 +1,190 @@
+"""Shortcuts past anyio's socket streams, to the event loop's own I/O, for the hot path.
+
+anyio's ``send`` and ``receive`` cost a turn of the event loop and, on asyncio, switching
+the socket's reading on and off (two ``epoll_ctl`` calls) per call. A multiplexer that
+writes many small frames and reads whatever arrives does better talking to the transport
+or the socket directly, where anyio's stream is a plain socket it knows. Everything here
+recognises anyio's own stream classes exactly (a TLS stream or any wrapper gets ``None``
+and keeps using anyio's API) and relies on a few of their private attributes, which the
+tests exercise on every supported loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import sniffio
+
+__all__ = ["InputSink", "ReadingControl", "direct_writer", "take_over_reading"]
+
+_ASYNCIO = "anyio._backends._asyncio"
+_TRIO = "anyio._backends._trio"
+
+
+def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[Any], int] | None:
+    """A function that writes to *stream* at once, without waiting, for the socket streams
+    of anyio's backends; ``None`` for any other stream (TLS, memory, a wrapper).
+
+    It returns how many bytes the transport took: all of them, a prefix (the socket's
+    buffer filled up) or none (the transport has a backlog, or failed: the writer task
+    then finds out). Only call it while no ``send`` on *stream* is under way.
+    """
+    kind = type(stream)
+    module, name = kind.__module__, kind.__name__
+    if module == _ASYNCIO and name == "SocketStream":
+        transport: Any = getattr(stream, "_transport", None)
+        protocol: Any = getattr(stream, "_protocol", None)
+        if transport is None or getattr(protocol, "write_event", None) is None:
+            return None
+
+        def write_through_transport(data: Any) -> int:
+            # anyio sets the transport's buffer limits to zero, so its write event is set
+            # exactly while nothing waits in the transport's own buffer (pausing replaces
+            # the event with a new one: look it up each time)
+            if (
+                not protocol.write_event.is_set()
+                or transport.is_closing()
+                or protocol.exception is not None
+            ):
+                return 0
+            transport.write(data)
+            return len(data)
+
+        return write_through_transport
+    if module in (_ASYNCIO, _TRIO) and name in (
+        "SocketStream",
+        "UNIXSocketStream",
+    ):
+        try:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        except anyio.TypedAttributeLookupError:
+            return None
+        send = raw.send
+
+        def write_to_socket(data: Any) -> int:
+            try:
+                return int(send(data))
+            except OSError:  # full (BlockingIOError) or broken: the writer task takes over
+                return 0
+
+        return write_to_socket
+    return None
+
+
+class InputSink(Protocol):
+    """Where :func:`take_over_reading` delivers a connection's input, from the event loop."""
+
+    def input_received(self, data: bytes) -> None:
+        """Bytes arrived."""
+
+    def input_ended(self, error: BaseException | None) -> None:
+        """The input ended: the peer's end of file (``None``), a failure, or our own close
+        (:class:`anyio.ClosedResourceError`). Called once."""
+
+
+class ReadingControl:
+    """Switches the taken-over transport's reading off and on (backpressure)."""
+
+    __slots__ = ("_transport", "paused")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        #: ``True`` while reading is switched off
+        self.paused = False
+
+    def pause(self) -> None:
+        """Stop reading from the socket until :meth:`resume`."""
+        if not self.paused:
+            self.paused = True
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read from the socket again."""
+        if self.paused:
+            self.paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+
+
+class _Forwarder(asyncio.Protocol):
+    """Sits between an asyncio transport and anyio's protocol: the input goes to the sink,
+    the rest (write backpressure, the connection's loss) to anyio's protocol as before, so
+    anyio's ``send`` and ``aclose`` keep working."""
+
+    def __init__(self, inner: Any, sink: InputSink) -> None:
+        self._inner = inner
+        self._sink = sink
+        self._ended = False
+
+    def data_received(self, data: bytes) -> None:
+        # the loop calls this outside any task: anyio (through sniffio) would not know
+        # which library runs
+        local = sniffio.thread_local
+        previous, local.name = local.name, "asyncio"
+        try:
+            self._sink.input_received(data)
+        finally:
+            local.name = previous
+
+    def eof_received(self) -> bool:
+        self._inner.eof_received()
+        self._end(None)
+        return True  # keep the transport open for our side's writes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+        self._end(exc if exc is not None else anyio.ClosedResourceError())
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _end(self, error: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        local = sniffio.thread_local
+        previous, local.name = local.name, "asyncio"
+        try:
+            self._sink.input_ended(error)
+        finally:
+            local.name = previous
+
+
+def take_over_reading(stream: anyio.abc.ByteStream, sink: InputSink) -> ReadingControl | None:
+    """Deliver what arrives on *stream* to *sink* straight from the event loop, instead of
+    through ``stream.receive()``; ``None`` where *stream* is not an anyio asyncio TCP
+    stream (then keep calling ``receive``).
+
+    What anyio had already read is delivered first. After this, nothing may call
+    ``stream.receive()``; ``send``, ``send_eof`` and ``aclose`` work as before. Call it
+    from a task of the loop that runs *stream*.
+    """
+    kind = type(stream)
+    if kind.__module__ != _ASYNCIO or kind.__name__ != "SocketStream":
+        return None
+    transport: Any = getattr(stream, "_transport", None)
+    inner: Any = getattr(stream, "_protocol", None)
+    queue = getattr(inner, "read_queue", None)
+    if transport is None or queue is None or transport.is_closing():
+        return None
+    if not callable(getattr(transport, "set_protocol", None)):
+        return None
+    forwarder = _Forwarder(inner, sink)
+    pending = list(queue)
+    queue.clear()
+    at_eof = bool(getattr(inner, "is_at_eof", False))
+    transport.set_protocol(forwarder)
+    for chunk in pending:
+        sink.input_received(chunk)
+    if at_eof:
+        forwarder._end(None)
+    elif not transport.is_reading():
+        transport.resume_reading()
+    return ReadingControl(transport)
