@@ -12,14 +12,20 @@ tests exercise on every supported loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 import sniffio
 
-__all__ = ["InputSink", "ReadingControl", "direct_writer", "take_over_reading"]
+__all__ = [
+    "InputSink",
+    "ReadingControl",
+    "direct_writer",
+    "socket_receiver",
+    "take_over_reading",
+]
 
 _ASYNCIO = "anyio._backends._asyncio"
 _TRIO = "anyio._backends._trio"
@@ -188,3 +194,58 @@ def take_over_reading(stream: anyio.abc.ByteStream, sink: InputSink) -> ReadingC
     elif not transport.is_reading():
         transport.resume_reading()
     return ReadingControl(transport)
+
+
+#: reads in a row that found data waiting, after which the reader lets other tasks run
+_READS_BEFORE_YIELD = 8
+
+
+def socket_receiver(stream: anyio.abc.ByteStream) -> Callable[[int], Awaitable[bytes]] | None:
+    """A ``receive(max_bytes)`` for anyio's trio socket streams that reads the socket
+    directly; ``None`` for any other stream.
+
+    trio's own receive lets other tasks run after every successful read (a whole turn of
+    the scheduler per arrival); this one waits only when the socket has nothing, and
+    otherwise lets others run every few reads, so a flood cannot starve them. It is a
+    cancel point and raises what anyio's ``receive`` raises. Nothing else may read
+    *stream* while it is used.
+    """
+    kind = type(stream)
+    if kind.__module__ != _TRIO or kind.__name__ not in ("SocketStream", "UNIXSocketStream"):
+        return None
+    try:
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    except anyio.TypedAttributeLookupError:
+        return None
+    import trio
+    import trio.lowlevel
+
+    recv = sock.recv
+    wait_readable = trio.lowlevel.wait_readable
+    checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+    cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+    reads_in_a_row = 0
+
+    async def receive(max_bytes: int) -> bytes:
+        nonlocal reads_in_a_row
+        await checkpoint_if_cancelled()
+        while True:
+            try:
+                data: bytes = recv(max_bytes)
+            except BlockingIOError:
+                try:
+                    await wait_readable(sock)
+                except trio.ClosedResourceError as exc:
+                    raise anyio.ClosedResourceError from exc
+                reads_in_a_row = 0
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            reads_in_a_row += 1
+            if reads_in_a_row >= _READS_BEFORE_YIELD:
+                reads_in_a_row = 0
+                # not cancellable: the bytes are read and must reach the caller
+                await cancel_shielded_checkpoint()
+            return data
+
+    return receive

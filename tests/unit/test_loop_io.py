@@ -115,3 +115,36 @@ async def test_taken_over_input_keeps_order_pauses_and_ends(anyio_backend: str) 
             while not sink.ends:
                 await sink.wait()
             assert sink.ends == [None]
+
+
+async def test_socket_receiver_reads_ends_and_lets_others_run(anyio_backend: str) -> None:
+    from streams._core.loop_io import socket_receiver
+
+    client, server = await _tcp_pair()
+    with anyio.fail_after(10):
+        async with client, server:
+            receive = socket_receiver(server)
+            if anyio_backend != "trio":
+                assert receive is None  # asyncio's streams are taken over instead
+                return
+            assert receive is not None
+            ticks = 0
+
+            async def count_turns() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(count_turns)
+                group.start_soon(client.send, b"x" * (4 << 20))
+                await anyio.sleep(0.05)
+                received = 0
+                while received < 4 << 20:
+                    received += len(await receive(4096))  # data always waiting
+                group.cancel_scope.cancel()
+            assert ticks >= (4 << 20) // 4096 // 8 // 2
+            await client.send_eof()
+            with pytest.raises(anyio.EndOfStream):
+                await receive(4096)

@@ -16,7 +16,7 @@ import anyio
 import anyio.abc
 
 from ..._core.errors import ConnectionLost, GoingAway, LimitExceeded
-from ..._core.loop_io import ReadingControl, take_over_reading
+from ..._core.loop_io import ReadingControl, socket_receiver, take_over_reading
 from ..._core.mux import MuxProvider
 from ..._core.transport import CoalescingBuffer
 from .codec import (
@@ -148,7 +148,7 @@ class FramerInput(MuxProvider):
                 self._input_handled = False
                 control.pause()
             return
-        receive = self._transport.receive
+        receive = socket_receiver(self._transport) or self._transport.receive
         read_size = self.settings.read_size
         while True:
             try:
