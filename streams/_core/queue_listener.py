@@ -33,7 +33,13 @@ class QueueListener(Listener):
 
     def _put(self, item: Stream | BaseException) -> None:
         serving = self._serving
-        if serving is not None and not self._items and isinstance(item, Stream) and serving(item):
+        # an exception is a BaseException; isinstance on the Stream ABC would cost more
+        if (
+            serving is not None
+            and not self._items
+            and not isinstance(item, BaseException)
+            and serving(item)
+        ):
             return
         self._items.append(item)
         self.wake()
