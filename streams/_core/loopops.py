@@ -11,6 +11,7 @@ The semantics are anyio's: these are the very functions anyio dispatches to.
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
@@ -97,7 +98,9 @@ def _resolve(backend: Any) -> LoopOps:
         cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
     elif module.endswith("._asyncio"):
         checkpoint = _asyncio_checkpoint
-        checkpoint_if_cancelled = _asyncio_checkpoint_if_cancelled() or checkpoint_if_cancelled
+        checkpoint_if_cancelled = (
+            _asyncio_checkpoint_if_cancelled(sys.modules[module]) or checkpoint_if_cancelled
+        )
     return LoopOps(
         checkpoint=checkpoint,
         checkpoint_if_cancelled=checkpoint_if_cancelled,
@@ -126,20 +129,21 @@ class _Done:
 _DONE = _Done()
 
 
-def _asyncio_checkpoint_if_cancelled() -> Callable[[], Awaitable[None]] | None:
+def _asyncio_checkpoint_if_cancelled(backend: Any) -> Callable[[], Awaitable[None]] | None:
     """anyio's asyncio ``checkpoint_if_cancelled`` without its coroutine frame and its
     property calls: a stream operation that need not wait makes one on every call, and
     it walks the task's cancel scopes each time. ``None`` if anyio's internals are not
-    the ones this was written against (then anyio's own function is used)."""
-    try:
-        from anyio._backends import _asyncio as backend
+    the ones this was written against (then anyio's own function is used).
 
+    :param backend: anyio's asyncio backend module
+    """
+    try:
         # the dictionary behind the WeakKeyDictionary: its get() is a Python call
-        states: dict[Any, Any] = backend._task_states.data  # type: ignore[attr-defined]
+        states: dict[Any, Any] = backend._task_states.data
         probe = backend.CancelScope()
         for name in ("_cancel_called", "_shield", "_parent_scope"):
             getattr(probe, name)
-    except (ImportError, AttributeError):
+    except AttributeError:
         return None
     current_task = asyncio.current_task
     ref = weakref.ref
