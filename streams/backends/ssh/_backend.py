@@ -182,7 +182,7 @@ class _ServerOwner(asyncssh.SSHServer):
             provider.guard.admit_channel()
         chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
         with provider.bridge.callback():
-            session = ChannelSession(provider, ChannelKind.STREAMS, opener=False)
+            session = ChannelSession(provider, ChannelKind.INBAND, opener=False)
         session.admitted = provider.guard is not None
         return chan, session
 

@@ -29,6 +29,7 @@ from ._codec import (
     HeaderLimitError,
     OpenFrame,
     ReplyFrame,
+    decode_reply,
     encode_reply,
 )
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from ._provider import SSHProvider
+    from ._streamchannel import StreamChannel
 
 __all__ = [
     "ChannelKind",
@@ -54,8 +56,13 @@ _WRITE_POLL = 0.25
 class ChannelKind(enum.Enum):
     """What a channel carries."""
 
-    #: a stream between two ``streams`` peers: a frame of headers first, each way
+    #: a stream between two ``streams`` peers: a channel of our own type, the headers in
+    #: its open request and the reply in its confirmation (``_streamchannel``)
     STREAMS = "streams"
+    #: the same in a ``direct-streamlocal`` (or ``forwarded-streamlocal``) channel to
+    #: :data:`~._codec.STREAM_PATH`, a frame of headers first each way: still accepted
+    #: from peers that open streams so
+    INBAND = "streams-v1"
     #: a plain ``direct-tcpip`` channel: bytes only, no headers on the wire
     TCP = "direct-tcpip"
 
@@ -123,7 +130,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         #: the acceptor of a ``direct-tcpip`` channel answers the open with this future
         self.decision: asyncio.Future[Any] | None = None
         self._reader: FrameReader | None = None
-        if kind is ChannelKind.STREAMS:
+        if kind is ChannelKind.INBAND:
             self._reader = FrameReader(
                 reply=opener,
                 max_body=provider.ssh_settings.max_header_block,
@@ -146,8 +153,19 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._eof_pending = False
         self._reset_pending: bool | None = None
         self._close_when_drained = False
-        #: the opener's first frame (its headers), written as the channel opens
+        #: the opener's frame (its headers), sent in the open request
         self.open_frame = b""
+        #: acceptor of a :attr:`ChannelKind.STREAMS` channel: the channel whose open
+        #: request waits for the decision, and the decision (a reply frame) once made
+        self.pending_chan: StreamChannel | None = None
+        self.answer: bytes | None = None
+        #: that request is to be refused (the stream ended undecided)
+        self.abandoned = False
+        #: opener: data written before the channel opened (a zero-round-trip open), at
+        #: most ``write_buffer`` bytes, and whether the reply refused the stream
+        self._early: list[bytes] = []
+        self._early_size = 0
+        self.refused = False
         #: the peer's EOF packet arrived (it may still wait behind paused data)
         self.eof_seen = False
         self.lost = False
@@ -165,13 +183,17 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             self.guard.watch_channel(chan, self)
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
         with self.provider.bridge.callback():
-            if self.opener and self.kind is ChannelKind.STREAMS and self.stream is not None:
-                chan.write(self.open_frame)
-            if self._reset_pending is not None:
-                self._close_channel(graceful=self._reset_pending)
+            early, self._early = self._early, []
+            graceful = self._reset_pending
+            if graceful is None or (graceful and not self.refused):
+                # what a zero-round-trip open sent before the channel opened
+                for chunk in early:
+                    chan.write(chunk)
+                if self._eof_pending:
+                    chan.write_eof()
+            if graceful is not None:
+                self._close_channel(graceful=graceful)
                 return
-            if self._eof_pending:
-                chan.write_eof()
             self._wake_writer()
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
@@ -246,6 +268,51 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         with self.provider.bridge.callback():
             self._wake_writer()
 
+    def session_started(self) -> None:
+        """Nothing to start: the stream is already there."""
+
+    def reply_arrived(self, data: bytes) -> None:
+        """Opener: the acceptor's reply frame came in the open confirmation."""
+        with self.provider.bridge.callback():
+            try:
+                frame = decode_reply(data)
+            except CodecError as exc:
+                self._protocol_error(f"the open confirmation: {exc}")
+                return
+            self.refused = not frame.accepted
+            if self.stream is not None:
+                self.provider.on_reply(self.stream, frame)
+
+    def open_failed(self, code: int, reason: str) -> None:
+        """Opener: the peer refused to open the channel."""
+        with self.provider.bridge.callback():
+            self.provider.open_failed(self, code, reason)
+
+    def answer_with(self, reply: bytes) -> None:
+        """Acceptor of a :attr:`ChannelKind.STREAMS` channel: the decision, sent in the
+        open confirmation (now, or as soon as asyncssh hands the request over)."""
+        if self.answer is not None:
+            return
+        self.answer = reply
+        chan = self.pending_chan
+        if chan is not None:
+            chan.confirm(reply)
+
+    def refuse_open_headers(self, error: HeaderLimitError) -> None:
+        """Acceptor of a :attr:`ChannelKind.STREAMS` channel: refuse the stream whose
+        headers are over a limit (the connection goes on)."""
+        self._discarding = True
+        if self.guard is not None:
+            self.guard.refused(error.limit, str(error))
+        self.answer_with(
+            encode_reply(
+                accepted=False,
+                reason=f"limit {error.limit} exceeded: {error}",
+                code=ErrorCode.REFUSED_STREAM,
+            )
+        )
+        self.finish()
+
     # -- what the provider asks ------------------------------------------------------------
 
     async def write(self, stream: MuxStream, data: memoryview) -> None:
@@ -253,6 +320,18 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         connection's, for a peer that does not read)."""
         if self.guard is not None and self.guard.output_paused:
             await self.guard.wait_writable()
+        if (
+            self.chan is None
+            and self.opener
+            and not self.lost
+            and self._early_size + len(data) <= self.provider.ssh_settings.write_buffer
+            and not (stream.is_closed or stream.finished)
+        ):
+            # not open yet: queued, and sent as the channel opens
+            self._early.append(bytes(data))
+            self._early_size += len(data)
+            await anyio.lowlevel.checkpoint()
+            return
         while self.chan is None or self._writing_paused:
             if self.lost:
                 break
@@ -306,6 +385,10 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     def finish(self) -> None:
         """The stream is done: close the channel after what is queued."""
         self._fail_decision()
+        if self.answer is None and self.pending_chan is not None:
+            # ended before its handler decided: the open request is refused
+            self.abandoned = True
+            self.pending_chan.refuse(asyncssh.OPEN_CONNECT_FAILED, "the stream was closed")
         self._wake_writer()
         if self.chan is None:
             # the channel may never open (refused, or the connection went): nothing of it

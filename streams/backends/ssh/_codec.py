@@ -25,6 +25,7 @@ __all__ = [
     "MAX_FRAME",
     "PING",
     "PONG",
+    "STREAM_CHANNEL",
     "STREAM_PATH",
     "VERSION",
     "CodecError",
@@ -34,6 +35,8 @@ __all__ = [
     "HeaderLimitError",
     "OpenFrame",
     "ReplyFrame",
+    "decode_open",
+    "decode_reply",
     "encode_control",
     "encode_open",
     "encode_reply",
@@ -44,6 +47,10 @@ __all__ = [
 #: the ``direct-streamlocal`` path (and reverse ``streamlocal-forward`` path) that carries
 #: streams between two ``streams`` peers; no real socket ever has this name
 STREAM_PATH = "streams-v1@stream"
+#: the channel type of a stream between two ``streams`` peers: the open request carries
+#: the opener's frame and the open confirmation the acceptor's (RFC 4254 5.1 lets both
+#: carry data of the channel type), so an open costs one round trip, as a bare channel's
+STREAM_CHANNEL = "streams-v2@stream"
 #: the path of the one control channel the dialling side opens
 CONTROL_PATH = "streams-v1@control"
 #: the frame version this module writes and reads
@@ -268,6 +275,40 @@ class FrameReader:
             frame = OpenFrame(headers=cursor.headers(self._max_headers))
         cursor.end()
         return frame, rest
+
+
+def _whole(reader: FrameReader, data: bytes) -> OpenFrame | ReplyFrame:
+    frame, rest = reader.feed(data)
+    if frame is None:
+        raise CodecError(f"{len(data)} bytes end in the middle of a frame")
+    if rest:
+        raise CodecError(f"{len(rest)} stray bytes after the frame")
+    return frame
+
+
+def decode_open(
+    data: bytes, *, max_body: int = MAX_FRAME, max_headers: int | None = None
+) -> OpenFrame:
+    """The open frame that is the whole of *data* (a :data:`STREAM_CHANNEL` open request's
+    data).
+
+    :raises HeaderLimitError: if it is over ``max_body`` or ``max_headers``
+    :raises CodecError: if *data* is not exactly one valid open frame
+    """
+    frame = _whole(FrameReader(reply=False, max_body=max_body, max_headers=max_headers), data)
+    assert isinstance(frame, OpenFrame)
+    return frame
+
+
+def decode_reply(data: bytes) -> ReplyFrame:
+    """The reply frame that is the whole of *data* (a :data:`STREAM_CHANNEL` open
+    confirmation's data).
+
+    :raises CodecError: if *data* is not exactly one valid reply frame
+    """
+    frame = _whole(FrameReader(reply=True), data)
+    assert isinstance(frame, ReplyFrame)
+    return frame
 
 
 def encode_control(kind: bytes, payload: int = 0) -> bytes:

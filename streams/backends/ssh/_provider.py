@@ -42,7 +42,9 @@ from ._codec import (
     STREAM_PATH,
     CodecError,
     ControlMessage,
+    HeaderLimitError,
     ReplyFrame,
+    decode_open,
     encode_control,
     encode_open,
     encode_reply,
@@ -59,6 +61,7 @@ from ._config import (
     SSHSettings,
 )
 from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
+from ._streamchannel import StreamChannel, install
 
 __all__ = ["SSHProvider"]
 
@@ -86,6 +89,9 @@ class SSHProvider(MuxProvider):
     """
 
     backend_name = "ssh"
+    #: an open is sent without waiting for anything: an open that does not wait for the
+    #: answer needs the checkpoint
+    write_open_checkpoints = False
 
     def __init__(
         self,
@@ -143,6 +149,7 @@ class SSHProvider(MuxProvider):
             self.loop = None  # trio: learnt in _start, through the bridge
         username = conn.get_extra_info("username")
         self.user = str(username) if username is not None else None
+        install(conn, self._stream_channel_requested)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
@@ -175,8 +182,9 @@ class SSHProvider(MuxProvider):
             raise translate_error(exc, "asking the ssh peer for its streams failed") from exc
 
     def _reverse_session(self) -> ChannelSession:
+        # a streams peer that opens its streams as forwarded-streamlocal channels
         with self.bridge.callback():
-            return ChannelSession(self, ChannelKind.STREAMS, opener=False)
+            return ChannelSession(self, ChannelKind.INBAND, opener=False)
 
     def control_opened(self, control: ControlSession) -> None:
         """The control channel is open (either side)."""
@@ -278,8 +286,39 @@ class SSHProvider(MuxProvider):
                 session.open_frame = encode_open(stream.headers.items())
             except CodecError as exc:
                 raise ValueError(f"the stream's headers are too large: {exc}") from None
+            if self.client or self._reverse_ready.is_set():
+                self._send_open(session)
+                return
         self.task_group.start_soon(self._open_channel, session)
-        await anyio.lowlevel.checkpoint()
+
+    def _send_open(self, session: ChannelSession) -> None:
+        stream = session.stream
+        conn = self.conn
+        loop = self.loop
+        assert stream is not None
+        assert conn is not None
+        assert loop is not None
+        settings = self.ssh_settings
+        try:
+            chan = StreamChannel(
+                conn, loop, session, window=settings.window, max_packet=settings.max_packet
+            )
+            watch_eof(chan, session)
+            chan.send_open(session.open_frame)
+        except (OSError, asyncssh.Error) as exc:
+            stream.on_connection_lost(translate_error(exc, "opening an ssh channel failed"))
+
+    def open_failed(self, session: ChannelSession, code: int, reason: str) -> None:
+        """The peer refused to open the channel of *session*'s stream."""
+        stream = session.stream
+        if stream is not None:
+            stream.on_rejected(
+                StreamRejected(
+                    Headers({OPEN_FAILURE_HEADER: str(code)}),
+                    reason or "the SSH peer refused the channel",
+                    retryable=code == asyncssh.OPEN_RESOURCE_SHORTAGE,
+                )
+            )
 
     async def _open_channel(self, session: ChannelSession) -> None:
         stream = session.stream
@@ -302,15 +341,11 @@ class SSHProvider(MuxProvider):
                 )
                 stream.on_accepted(Headers({CHANNEL_HEADER: ChannelKind.TCP.value}))
                 return
-            if not self.client:
-                with anyio.fail_after(self.settings.open_timeout or float("inf")):
-                    await self._reverse_ready.wait()
-            unix = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
-            watch_eof(unix, session)
-            if self.client:
-                await self.bridge.run(unix.connect, lambda: session, STREAM_PATH)
-            else:
-                await self.bridge.run(unix.accept, lambda: session, STREAM_PATH)
+            # the server's first streams, before the client said it takes them
+            with anyio.fail_after(self.settings.open_timeout or float("inf")):
+                await self._reverse_ready.wait()
+            if not stream.finished:
+                self._send_open(session)
         except asyncssh.ChannelOpenError as exc:
             stream.on_rejected(
                 StreamRejected(
@@ -352,8 +387,46 @@ class SSHProvider(MuxProvider):
             self._stamp_user(headers)
         stream = self._new_stream(headers, local=False)
         self.sessions[stream.stream_id] = session
+        session.stream = stream
         self.incoming(stream)
         return stream
+
+    def _stream_channel_requested(self, data: bytes) -> StreamChannel:
+        """The peer asks to open a stream channel; *data* is its open frame."""
+        with self.bridge.callback():
+            if self.is_closing:
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_RESOURCE_SHORTAGE, "the peer is closing"
+                )
+            limits = None
+            try:
+                frame = decode_open(
+                    data,
+                    max_body=self.ssh_settings.max_header_block,
+                    max_headers=self.settings.max_headers,
+                )
+            except HeaderLimitError as exc:
+                limits = exc
+            except CodecError as exc:
+                self.protocol_violation(f"a stream's open request: {exc}")
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+            guard = self.guard
+            if guard is not None:
+                guard.admit_channel()
+            conn, loop = self.conn, self.loop
+            assert conn is not None
+            assert loop is not None
+            session = ChannelSession(self, ChannelKind.STREAMS, opener=False)
+            session.admitted = guard is not None
+            settings = self.ssh_settings
+            chan = session.pending_chan = StreamChannel(
+                conn, loop, session, window=settings.window, max_packet=settings.max_packet
+            )
+            if limits is not None:
+                session.refuse_open_headers(limits)
+            else:
+                self.incoming_channel(session, frame.headers)
+            return chan
 
     def incoming_tcp(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
@@ -419,7 +492,10 @@ class SSHProvider(MuxProvider):
         except CodecError:
             frame = encode_reply(accepted=True)
             logger.warning("response headers of stream %s too large; sent none", stream)
-        session.write_raw(frame)
+        if session.kind is ChannelKind.STREAMS:
+            session.answer_with(frame)
+        else:
+            session.write_raw(frame)
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         session = self.sessions.get(stream.stream_id)
@@ -445,7 +521,10 @@ class SSHProvider(MuxProvider):
             )
         except CodecError:
             frame = encode_reply(accepted=False, reason=rejection.reason, code=int(rejection.code))
-        session.write_raw(frame)
+        if session.kind is ChannelKind.STREAMS:
+            session.answer_with(frame)
+        else:
+            session.write_raw(frame)
         session.finish()
 
     def write_goaway(self) -> None:

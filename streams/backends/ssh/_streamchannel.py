@@ -1,0 +1,170 @@
+"""The channel type of a stream between two ``streams`` peers (:data:`STREAM_CHANNEL`).
+
+RFC 4254 (5.1) lets a channel type carry data of its own in the open request and in the
+open confirmation. This type puts the opener's header frame in the request and the
+acceptor's reply frame (accepted or refused, response headers) in the confirmation, so a
+stream opens in one round trip, as a bare channel does; the headers never appear in a
+channel path that asyncssh would log. A refusal is a confirmed channel whose reply says
+so, closed at once: SSH's open failure carries no headers.
+
+asyncssh has no public hook for a channel type of its own: the opening side sends the
+request and takes the answer in :class:`StreamChannel`'s overrides of asyncssh's
+``process_open_confirmation``/``process_open_failure``, and the accepting side is
+reached through the handler that asyncssh's dispatcher looks up by the type's name on the
+connection object (:func:`install`, set on that one object). Both sides answer in the
+packet's own dispatch: no task and no future per open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+from asyncssh.channel import SSHForwardChannel
+from asyncssh.constants import DEFAULT_LANG, MSG_CHANNEL_OPEN
+from asyncssh.misc import map_handler_name
+from asyncssh.packet import String, UInt32
+
+from ._codec import STREAM_CHANNEL
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ._channel import ChannelSession
+
+__all__ = ["StreamChannel", "install"]
+
+_TYPE = STREAM_CHANNEL.encode("ascii")
+#: the attribute asyncssh's ``_process_channel_open`` looks up for an incoming open
+_HANDLER = "_process_" + map_handler_name(STREAM_CHANNEL) + "_open"
+
+AnyConnection = asyncssh.SSHClientConnection | asyncssh.SSHServerConnection
+
+
+class StreamChannel(SSHForwardChannel[bytes]):
+    """One stream's channel, on either side.
+
+    :param conn: the connection
+    :param loop: the asyncio loop asyncssh runs on
+    :param session: the stream's session object
+    :param window: the receive window
+    :param max_packet: the largest data packet this side takes
+    """
+
+    def __init__(
+        self,
+        conn: AnyConnection,
+        loop: asyncio.AbstractEventLoop,
+        session: ChannelSession,
+        *,
+        window: int,
+        max_packet: int,
+    ) -> None:
+        super().__init__(conn, loop, None, "strict", window, max_packet)
+        conn._update_recv_pktlen(max_packet)
+        self.stream_session = session
+        #: opener: waiting for the peer's answer; acceptor: the request awaits ours
+        self.opening = False
+
+    # -- the opening side ------------------------------------------------------------------
+
+    def send_open(self, frame: bytes) -> None:
+        """Ask the peer to open the channel, *frame* (the headers) riding in the request."""
+        self.opening = True
+        assert self._conn is not None
+        assert self._recv_chan is not None
+        self._conn.send_packet(
+            MSG_CHANNEL_OPEN,
+            String(_TYPE),
+            UInt32(self._recv_chan),
+            UInt32(self._recv_window),
+            UInt32(self._recv_pktsize),
+            frame,
+            handler=self,
+        )
+
+    def process_open_confirmation(
+        self, send_chan: int, send_window: int, send_pktsize: int, packet: Any
+    ) -> None:
+        if not self.opening or self._send_state != "closed":
+            raise asyncssh.ProtocolError("Channel not being opened")
+        self.opening = False
+        self._send_chan = send_chan
+        self._send_window = send_window
+        self._send_pktsize = send_pktsize
+        self._send_state = "open"
+        self._recv_state = "open"
+        self._start(packet.get_remaining_payload())
+
+    def process_open_failure(self, code: int, reason: str, lang: str) -> None:
+        if not self.opening:
+            raise asyncssh.ProtocolError("Channel not being opened")
+        self.opening = False
+        self._loop.call_soon(self._cleanup)
+        self.stream_session.open_failed(code, reason)
+
+    # -- the accepting side ----------------------------------------------------------------
+
+    def process_open(
+        self, send_chan: int, send_window: int, send_pktsize: int, session: Any
+    ) -> None:
+        self._send_chan = send_chan
+        self._send_window = send_window
+        self._send_pktsize = send_pktsize
+        self.opening = True
+        session = self.stream_session
+        if session.answer is not None:
+            self.confirm(session.answer)
+        elif session.abandoned:
+            self.refuse(asyncssh.OPEN_CONNECT_FAILED, "the stream was closed")
+        # else the handler decides later, and the session calls confirm() or refuse()
+
+    def confirm(self, reply: bytes) -> None:
+        """Open the channel, *reply* (the decision) riding in the confirmation."""
+        if not self.opening or self._conn is None:
+            return
+        self.opening = False
+        assert self._send_chan is not None
+        assert self._recv_chan is not None
+        self._conn.send_channel_open_confirmation(
+            self._send_chan, self._recv_chan, self._recv_window, self._recv_pktsize, reply
+        )
+        self._send_state = "open"
+        self._recv_state = "open"
+        self._start(b"")
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Answer the open request with an open failure."""
+        if not self.opening:
+            return
+        self.opening = False
+        if self._conn is not None and self._send_chan is not None:
+            self._conn.send_channel_open_failure(self._send_chan, code, reason, DEFAULT_LANG)
+        self._loop.call_soon(self._cleanup)
+
+    # -- both ------------------------------------------------------------------------------
+
+    def _start(self, reply: bytes) -> None:
+        # what asyncssh does once a forwarded channel is open, without its task per open
+        session = self.stream_session
+        self._session = session
+        if reply:
+            # the decision first: a refused stream's early data is never sent
+            session.reply_arrived(reply)
+        session.connection_made(self)
+        if self._recv_paused == "starting":
+            self._recv_paused = False
+            self._flush_recv_buf()
+
+
+def install(conn: AnyConnection, requested: Callable[[bytes], StreamChannel]) -> None:
+    """Take :data:`STREAM_CHANNEL` open requests on *conn*: *requested* gets the request's
+    data and returns the channel (with its session), or raises
+    :class:`asyncssh.ChannelOpenError` to refuse it."""
+
+    def open_requested(packet: Any) -> tuple[StreamChannel, ChannelSession]:
+        chan = requested(packet.get_remaining_payload())
+        return chan, chan.stream_session
+
+    setattr(conn, _HANDLER, open_requested)
