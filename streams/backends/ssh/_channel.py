@@ -145,6 +145,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._closing_here = False
         self._discarding = False
         self.guard = provider.guard
+        self._checkpoint = provider.loop_ops.checkpoint
         if self.guard is not None:
             self.guard.sessions.add(self)
         self._reading_paused = False
@@ -178,7 +179,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # an accepted channel: no packet can have arrived before this call
             watch_eof(chan, self)
         self.chan = chan
-        _count_queued_data_in_window(chan)
+        _count_queued_data_in_window(chan, self)
         if self.guard is not None:
             self.guard.watch_channel(chan, self)
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
@@ -330,7 +331,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # not open yet: queued, and sent as the channel opens
             self._early.append(bytes(data))
             self._early_size += len(data)
-            await anyio.lowlevel.checkpoint()
+            await self._checkpoint()
             return
         while self.chan is None or self._writing_paused:
             if self.lost:
@@ -358,7 +359,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # a channel closed under the write: by the whole connection failing (its error
             # is the one to see), or by the peer alone (a reset)
             raise self._closed_under_write() from exc
-        await anyio.lowlevel.checkpoint()
+        await self._checkpoint()
 
     def write_eof(self) -> None:
         """Half-close the channel (now, or once it is open)."""
@@ -575,7 +576,7 @@ class ControlSession(asyncssh.SSHUNIXSession[bytes]):
             self.chan.write(data)
 
 
-def _count_queued_data_in_window(chan: SSHChannel[bytes]) -> None:
+def _count_queued_data_in_window(chan: SSHChannel[bytes], session: ChannelSession) -> None:
     """Make asyncssh's window grants leave out the data it still queues for the session.
 
     While reading is paused asyncssh queues incoming data, and when it delivers a queued
@@ -589,8 +590,16 @@ def _count_queued_data_in_window(chan: SSHChannel[bytes]) -> None:
     queue: list[tuple[bytes, Any]] = chan._recv_buf
 
     def deliver_within_the_window(data: bytes, datatype: Any) -> None:
-        queued = sum(len(item) for item, _ in queue) if queue else 0
-        if not queued:
+        if not queue:
+            queued = 0
+        elif session.guard is not None:
+            # the guard counted every packet's data as it arrived, the session what it
+            # was given: the rest is queued behind this packet (no walk of the queue, which
+            # holds up to a window of packets, for each one)
+            queued = session.arrived - session.delivered - len(data)
+        else:
+            queued = sum(len(item) for item, _ in queue)
+        if queued <= 0:
             deliver(data, datatype)
             return
         chan._recv_window += queued

@@ -256,7 +256,8 @@ class SSHProvider(MuxProvider):
             send_window=MAX_WINDOW,
             receive_window=window,
             max_receive_window=window,
-            max_frame=self.settings.max_frame_size,
+            # asyncssh cuts writes into packets itself: a larger unit only saves calls
+            max_frame=max(self.settings.max_frame_size, self.ssh_settings.write_buffer),
         )
 
     def create_local_stream(self, headers: Headers) -> MuxStream:
