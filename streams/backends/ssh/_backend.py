@@ -24,9 +24,10 @@ from ..._core.mux import MuxSettings
 from ..._core.server import MergedListener, StreamServer
 from ..._core.transport import Address
 from ._bridge import Bridge, open_bridge
-from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error
+from ._channel import ChannelKind, ChannelSession, translate_error
 from ._codec import CONTROL_PATH, STREAM_PATH
 from ._config import AuthenticationFailed, HostKeyNotVerified, SSHSettings
+from ._control import ControlSession
 from ._limits import ConnectionGuard
 from ._provider import SSHProvider
 

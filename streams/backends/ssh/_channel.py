@@ -24,7 +24,6 @@ from ..._core.flow import FlowControlViolation
 from ..._core.stream import MuxStream
 from ._codec import (
     CodecError,
-    ControlReader,
     FrameReader,
     HeaderLimitError,
     OpenFrame,
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ChannelKind",
     "ChannelSession",
-    "ControlSession",
     "translate_error",
     "watch_eof",
 ]
@@ -533,47 +531,6 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         waiter, self._writer = self._writer, None
         if waiter is not None:
             waiter.set()
-
-
-class ControlSession(asyncssh.SSHUNIXSession[bytes]):
-    """The control channel: Go Away and pings between two ``streams`` peers."""
-
-    def __init__(self, provider: SSHProvider) -> None:
-        self.provider = provider
-        self.chan: SSHChannel[bytes] | None = None
-        self._reader = ControlReader()
-
-    def connection_made(self, chan: SSHChannel[bytes]) -> None:
-        self.chan = chan
-        with self.provider.bridge.callback():
-            self.provider.control_opened(self)
-
-    def data_received(self, data: bytes, datatype: int | None) -> None:
-        with self.provider.bridge.callback():
-            try:
-                messages = self._reader.feed(data)
-            except CodecError as exc:
-                self.provider.fail(ProtocolError(f"ssh control channel: {exc}"))
-                return
-            for message in messages:
-                self.provider.on_control(message)
-
-    def eof_received(self) -> bool:
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.chan = None
-
-    def pause_writing(self) -> None:
-        """Control messages are tiny; nothing to pause."""
-
-    def resume_writing(self) -> None:
-        """See :meth:`pause_writing`."""
-
-    def send(self, data: bytes) -> None:
-        """Write a control message, if the channel is still open."""
-        if self.chan is not None and not self.chan.is_closing():
-            self.chan.write(data)
 
 
 def _count_queued_data_in_window(chan: SSHChannel[bytes], session: ChannelSession) -> None:

@@ -33,7 +33,7 @@ from ..._core.headers import Headers
 from ..._core.mux import MuxProvider, MuxSettings
 from ..._core.stream import MuxStream
 from ._bridge import Bridge
-from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error, watch_eof
+from ._channel import ChannelKind, ChannelSession, translate_error, watch_eof
 from ._codec import (
     CONTROL_PATH,
     GOAWAY,
@@ -42,9 +42,7 @@ from ._codec import (
     STREAM_PATH,
     CodecError,
     ControlMessage,
-    HeaderLimitError,
     ReplyFrame,
-    decode_open,
     encode_control,
     encode_open,
     encode_reply,
@@ -60,8 +58,10 @@ from ._config import (
     SSHAttribute,
     SSHSettings,
 )
+from ._control import ControlSession
+from ._keepalive import lazy_keepalive
 from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
-from ._streamchannel import StreamChannel, install
+from ._streamchannel import accept_open, install, send_open
 
 __all__ = ["SSHProvider"]
 
@@ -149,7 +149,8 @@ class SSHProvider(MuxProvider):
             self.loop = None  # trio: learnt in _start, through the bridge
         username = conn.get_extra_info("username")
         self.user = str(username) if username is not None else None
-        install(conn, self._stream_channel_requested)
+        install(conn, lambda data: accept_open(self, data))
+        lazy_keepalive(conn)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
@@ -288,26 +289,9 @@ class SSHProvider(MuxProvider):
             except CodecError as exc:
                 raise ValueError(f"the stream's headers are too large: {exc}") from None
             if self.client or self._reverse_ready.is_set():
-                self._send_open(session)
+                send_open(self, session)
                 return
         self.task_group.start_soon(self._open_channel, session)
-
-    def _send_open(self, session: ChannelSession) -> None:
-        stream = session.stream
-        conn = self.conn
-        loop = self.loop
-        assert stream is not None
-        assert conn is not None
-        assert loop is not None
-        settings = self.ssh_settings
-        try:
-            chan = StreamChannel(
-                conn, loop, session, window=settings.window, max_packet=settings.max_packet
-            )
-            watch_eof(chan, session)
-            chan.send_open(session.open_frame)
-        except (OSError, asyncssh.Error) as exc:
-            stream.on_connection_lost(translate_error(exc, "opening an ssh channel failed"))
 
     def open_failed(self, session: ChannelSession, code: int, reason: str) -> None:
         """The peer refused to open the channel of *session*'s stream."""
@@ -346,7 +330,7 @@ class SSHProvider(MuxProvider):
             with anyio.fail_after(self.settings.open_timeout or float("inf")):
                 await self._reverse_ready.wait()
             if not stream.finished:
-                self._send_open(session)
+                send_open(self, session)
         except asyncssh.ChannelOpenError as exc:
             stream.on_rejected(
                 StreamRejected(
@@ -391,43 +375,6 @@ class SSHProvider(MuxProvider):
         session.stream = stream
         self.incoming(stream)
         return stream
-
-    def _stream_channel_requested(self, data: bytes) -> StreamChannel:
-        """The peer asks to open a stream channel; *data* is its open frame."""
-        with self.bridge.callback():
-            if self.is_closing:
-                raise asyncssh.ChannelOpenError(
-                    asyncssh.OPEN_RESOURCE_SHORTAGE, "the peer is closing"
-                )
-            limits = None
-            try:
-                frame = decode_open(
-                    data,
-                    max_body=self.ssh_settings.max_header_block,
-                    max_headers=self.settings.max_headers,
-                )
-            except HeaderLimitError as exc:
-                limits = exc
-            except CodecError as exc:
-                self.protocol_violation(f"a stream's open request: {exc}")
-                raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
-            guard = self.guard
-            if guard is not None:
-                guard.admit_channel()
-            conn, loop = self.conn, self.loop
-            assert conn is not None
-            assert loop is not None
-            session = ChannelSession(self, ChannelKind.STREAMS, opener=False)
-            session.admitted = guard is not None
-            settings = self.ssh_settings
-            chan = session.pending_chan = StreamChannel(
-                conn, loop, session, window=settings.window, max_packet=settings.max_packet
-            )
-            if limits is not None:
-                session.refuse_open_headers(limits)
-            else:
-                self.incoming_channel(session, frame.headers)
-            return chan
 
     def incoming_tcp(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int

@@ -26,14 +26,15 @@ from asyncssh.constants import DEFAULT_LANG, MSG_CHANNEL_OPEN
 from asyncssh.misc import map_handler_name
 from asyncssh.packet import String, UInt32
 
-from ._codec import STREAM_CHANNEL
+from ._channel import ChannelKind, ChannelSession, translate_error, watch_eof
+from ._codec import STREAM_CHANNEL, CodecError, HeaderLimitError, decode_open
 
 if TYPE_CHECKING:
     import asyncio
 
-    from ._channel import ChannelSession
+    from ._provider import SSHProvider
 
-__all__ = ["StreamChannel", "install"]
+__all__ = ["StreamChannel", "accept_open", "install", "send_open"]
 
 _TYPE = STREAM_CHANNEL.encode("ascii")
 #: the attribute asyncssh's ``_process_channel_open`` looks up for an incoming open
@@ -168,3 +169,65 @@ def install(conn: AnyConnection, requested: Callable[[bytes], StreamChannel]) ->
         return chan, chan.stream_session
 
     setattr(conn, _HANDLER, open_requested)
+
+
+def send_open(provider: SSHProvider, session: ChannelSession) -> None:
+    """Open the channel of *session*'s stream (the opener's frame in the request)."""
+    stream = session.stream
+    conn = provider.conn
+    loop = provider.loop
+    assert stream is not None
+    assert conn is not None
+    assert loop is not None
+    settings = provider.ssh_settings
+    try:
+        chan = StreamChannel(
+            conn, loop, session, window=settings.window, max_packet=settings.max_packet
+        )
+        watch_eof(chan, session)
+        chan.send_open(session.open_frame)
+    except (OSError, asyncssh.Error) as exc:
+        stream.on_connection_lost(translate_error(exc, "opening an ssh channel failed"))
+
+
+def accept_open(provider: SSHProvider, data: bytes) -> StreamChannel:
+    """The peer asks to open a stream channel; *data* is its open frame. The stream goes
+    to the handler now; the channel is confirmed as soon as it decided.
+
+    :raises asyncssh.ChannelOpenError: to refuse the channel before any stream exists
+        (closing, ``max_incoming_streams``, or a broken frame, which also fails the
+        connection)
+    """
+    with provider.bridge.callback():
+        if provider.is_closing:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, "the peer is closing")
+        over_limit = None
+        try:
+            frame = decode_open(
+                data,
+                max_body=provider.ssh_settings.max_header_block,
+                max_headers=provider.settings.max_headers,
+            )
+        except HeaderLimitError as exc:
+            over_limit = exc
+        except CodecError as exc:
+            provider.protocol_violation(f"a stream's open request: {exc}")
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(exc)) from None
+        guard = provider.guard
+        if guard is not None:
+            guard.admit_channel()
+        conn, loop = provider.conn, provider.loop
+        assert conn is not None
+        assert loop is not None
+        session = ChannelSession(provider, ChannelKind.STREAMS, opener=False)
+        session.admitted = guard is not None
+        settings = provider.ssh_settings
+        chan = session.pending_chan = StreamChannel(
+            conn, loop, session, window=settings.window, max_packet=settings.max_packet
+        )
+        if over_limit is not None:
+            # a well-formed frame over a limit refuses this stream only
+            session.refuse_open_headers(over_limit)
+        else:
+            provider.incoming_channel(session, frame.headers)
+        return chan
