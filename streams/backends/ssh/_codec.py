@@ -160,8 +160,16 @@ def encode_reply(
 
     :raises CodecError: if the headers and reason do not fit in :data:`MAX_FRAME`
     """
+    if accepted and not headers and not reason and not code and not retryable:
+        return _ACCEPTED_FRAME
     head = _REPLY.pack(1 if accepted else 0, 1 if retryable else 0, code & 0xFFFFFFFF)
     return _frame(head + _string(reason) + _encode_headers(headers))
+
+
+#: the most common reply (accepted, no response headers), encoded and decoded once
+_ACCEPTED_BODY = _REPLY.pack(1, 0, 0) + _string("") + _encode_headers(())
+_ACCEPTED_FRAME = _frame(_ACCEPTED_BODY)
+_ACCEPTED = ReplyFrame(accepted=True, retryable=False, code=0, reason="", headers=())
 
 
 class _Cursor:
@@ -257,33 +265,51 @@ class FrameReader:
         body = bytes(self._buffer[_HEADER.size : end])
         rest = bytes(self._buffer[end:])
         self._buffer = bytearray()
-        cursor = _Cursor(body)
-        frame: OpenFrame | ReplyFrame
-        if self._reply:
-            status, flags, code = _REPLY.unpack(cursor.take(_REPLY.size))
-            if status > 1 or flags > 1:
-                raise CodecError(f"invalid reply status {status} or flags {flags}")
-            reason = cursor.string()
-            frame = ReplyFrame(
-                accepted=status == 1,
-                retryable=flags == 1,
-                code=code,
-                reason=reason,
-                headers=cursor.headers(),
-            )
-        else:
-            frame = OpenFrame(headers=cursor.headers(self._max_headers))
-        cursor.end()
-        return frame, rest
+        return _parse(body, reply=self._reply, max_headers=self._max_headers), rest
 
 
-def _whole(reader: FrameReader, data: bytes) -> OpenFrame | ReplyFrame:
-    frame, rest = reader.feed(data)
-    if frame is None:
-        raise CodecError(f"{len(data)} bytes end in the middle of a frame")
-    if rest:
-        raise CodecError(f"{len(rest)} stray bytes after the frame")
+def _parse(body: bytes, *, reply: bool, max_headers: int | None) -> OpenFrame | ReplyFrame:
+    if reply and body == _ACCEPTED_BODY:
+        return _ACCEPTED
+    cursor = _Cursor(body)
+    frame: OpenFrame | ReplyFrame
+    if reply:
+        status, flags, code = _REPLY.unpack(cursor.take(_REPLY.size))
+        if status > 1 or flags > 1:
+            raise CodecError(f"invalid reply status {status} or flags {flags}")
+        reason = cursor.string()
+        frame = ReplyFrame(
+            accepted=status == 1,
+            retryable=flags == 1,
+            code=code,
+            reason=reason,
+            headers=cursor.headers(),
+        )
+    else:
+        frame = OpenFrame(headers=cursor.headers(max_headers))
+    cursor.end()
     return frame
+
+
+def _whole_body(data: bytes, *, max_body: int, reply: bool) -> bytes:
+    # what FrameReader.feed checks, for a frame that must be all of *data*
+    if len(data) < _HEADER.size:
+        raise CodecError(f"{len(data)} bytes end in the middle of a frame")
+    version, length = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise CodecError(f"unknown frame version {version}")
+    if length > MAX_FRAME and reply:
+        raise CodecError(f"a frame of {length} bytes exceeds the limit of {MAX_FRAME}")
+    if length > min(max_body, MAX_FRAME) and not reply:
+        raise HeaderLimitError(
+            "max_header_block", f"a header frame of {length} bytes, at most {max_body}"
+        )
+    end = _HEADER.size + length
+    if len(data) < end:
+        raise CodecError(f"{len(data)} bytes end in the middle of a frame")
+    if len(data) > end:
+        raise CodecError(f"{len(data) - end} stray bytes after the frame")
+    return data[_HEADER.size :]
 
 
 def decode_open(
@@ -295,7 +321,8 @@ def decode_open(
     :raises HeaderLimitError: if it is over ``max_body`` or ``max_headers``
     :raises CodecError: if *data* is not exactly one valid open frame
     """
-    frame = _whole(FrameReader(reply=False, max_body=max_body, max_headers=max_headers), data)
+    body = _whole_body(data, max_body=max_body, reply=False)
+    frame = _parse(body, reply=False, max_headers=max_headers)
     assert isinstance(frame, OpenFrame)
     return frame
 
@@ -306,7 +333,7 @@ def decode_reply(data: bytes) -> ReplyFrame:
 
     :raises CodecError: if *data* is not exactly one valid reply frame
     """
-    frame = _whole(FrameReader(reply=True), data)
+    frame = _parse(_whole_body(data, max_body=MAX_FRAME, reply=True), reply=True, max_headers=None)
     assert isinstance(frame, ReplyFrame)
     return frame
 

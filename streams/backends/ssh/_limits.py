@@ -72,20 +72,8 @@ MAX_SSH_WINDOW = 0xFFFFFFFF
 
 Handler = Callable[[Any, int, int, Any], Any]
 
-#: where :class:`_Handlers` keeps the handler of message types asyncssh does not know
-_UNKNOWN = -1
-
-
-class _Handlers(dict[int, Handler]):
-    """A connection's packet table that also answers for the message types asyncssh does
-    not know (asyncssh looks a type up with ``in`` and answers an unknown one itself,
-    which the guard could not count)."""
-
-    def __contains__(self, kind: object) -> bool:
-        return True
-
-    def __missing__(self, kind: int) -> Handler:
-        return self[_UNKNOWN]
+#: SSH message numbers are one byte
+_MESSAGE_TYPES = range(256)
 
 
 def disconnect_code(error: LimitExceeded) -> int:
@@ -171,8 +159,12 @@ class ConnectionGuard:
     def install(self) -> None:
         """Count the connection's packets from now on, and watch its send buffer."""
         conn = self.conn
-        handlers: dict[int, Handler] = _Handlers(type(conn)._packet_handlers)
-        handlers[_UNKNOWN] = self._unknown_message
+        handlers: dict[int, Handler] = dict(type(conn)._packet_handlers)
+        # asyncssh answers a message type missing from its table itself, which the guard
+        # could not count: every type it does not know gets the guard's entry (a plain
+        # dict, so that the lookup of every packet stays in C)
+        for kind in _MESSAGE_TYPES:
+            handlers.setdefault(kind, self._unknown_message)
         self._wrap(handlers, MSG_CHANNEL_OPEN, self._on_channel_open)
         self._wrap(handlers, MSG_GLOBAL_REQUEST, self._on_global_request)
         # not MSG_IGNORE: asyncssh sends one before every packet it encrypts, so a flood
