@@ -436,11 +436,13 @@ class ConnectionGuard:
             return
         self.tripped = error
         log_limit_exceeded(logger, error, self.peer)
+        # the disconnect first: the streams that fail next close their channels, and those
+        # closes must not reach the peer before it (it would take each for a reset)
+        disconnect(self.conn, disconnect_code(error), f"limit {error.limit} exceeded: {error}")
         if self.on_exceeded is not None:
             with self.bridge.callback():
                 self.on_exceeded(error)
         self._wake_writers()
-        disconnect(self.conn, disconnect_code(error), f"limit {error.limit} exceeded: {error}")
 
 
 class _Drain(asyncio.Protocol):
