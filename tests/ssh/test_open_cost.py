@@ -239,3 +239,43 @@ async def test_keepalive_does_not_rearm_a_timer_per_read(ssh_keys: Keys) -> None
             assert not pair.client.is_closing
             await stream.aclose()
             await accepted.aclose()
+
+
+def test_the_packet_size_follows_the_windows() -> None:
+    """128 KiB packets by default; smaller where a window is smaller (down to SSH's usual
+    32 KiB); an explicit max_packet is kept."""
+    from streams._core.backend import BackendOptions
+    from streams.backends.ssh._backend import split_settings
+
+    def packet(**settings: Any) -> int:
+        return split_settings(BackendOptions(settings=settings))[0].max_packet
+
+    assert packet() == 128 * 1024
+    assert packet(receive_window=128 * 1024) == 64 * 1024
+    assert packet(window=65536, receive_window=65536) == 32 * 1024
+    assert packet(max_packet=16384) == 16384
+
+
+async def test_bulk_data_moves_in_large_packets(ssh_keys: Keys) -> None:
+    """4 MiB through one stream takes about 32 data packets of 128 KiB, not 128 of the
+    usual 32 KiB: each packet costs its encryption and asyncssh's Python code."""
+    block = b"z" * (1 << 20)
+    with anyio.fail_after(20):
+        async with ssh_pair(ssh_keys) as pair:
+            assert isinstance(pair.client, SSHProvider)
+            listener = pair.server.listen()
+            stream = await pair.client.open_stream()
+            accepted = await listener.accept()
+            with _counting(pair.client) as sent:
+                async with anyio.create_task_group() as group:
+
+                    async def send() -> None:
+                        for _ in range(4):
+                            await stream.send(block)
+                        await stream.send_eof()
+
+                    group.start_soon(send)
+                    assert len(await read_all(accepted)) == 4 * len(block)
+            assert 32 <= sent[MSG_CHANNEL_DATA] <= 40, sent
+            await stream.aclose()
+            await accepted.aclose()

@@ -26,7 +26,13 @@ from ..._core.transport import Address
 from ._bridge import Bridge, open_bridge
 from ._channel import ChannelKind, ChannelSession, translate_error
 from ._codec import CONTROL_PATH, STREAM_PATH
-from ._config import AuthenticationFailed, HostKeyNotVerified, SSHSettings
+from ._config import (
+    DEFAULT_WINDOW,
+    AuthenticationFailed,
+    HostKeyNotVerified,
+    SSHSettings,
+    default_max_packet,
+)
 from ._control import ControlSession
 from ._limits import ConnectionGuard
 from ._provider import SSHProvider
@@ -50,8 +56,12 @@ def split_settings(options: BackendOptions | None) -> tuple[SSHSettings, MuxSett
     ssh_values = {name: value for name, value in given.items() if name in ssh_names}
     mux_values = {name: value for name, value in given.items() if name not in ssh_names}
     try:
-        ssh = SSHSettings(**ssh_values)
         mux = MuxSettings(**mux_values)
+        if "max_packet" not in ssh_values:
+            window = ssh_values.get("window", DEFAULT_WINDOW)
+            if isinstance(window, int):
+                ssh_values["max_packet"] = default_max_packet(window, mux.receive_window)
+        ssh = SSHSettings(**ssh_values)
     except TypeError as exc:
         raise ConfigError(f"unknown ssh backend setting: {exc}", path="settings") from None
     if mux.receive_window < 2 * ssh.max_packet:
