@@ -279,3 +279,24 @@ async def test_bulk_data_moves_in_large_packets(ssh_keys: Keys) -> None:
             assert 32 <= sent[MSG_CHANNEL_DATA] <= 40, sent
             await stream.aclose()
             await accepted.aclose()
+
+
+async def test_a_channel_session_keeps_to_thirty_attributes(ssh_keys: Keys) -> None:
+    """CPython shares the key table of a class's instance dictionaries up to 30 keys; one
+    more made every idle stream 1.3 KiB larger on each end."""
+    with anyio.fail_after(20):
+        async with ssh_pair(ssh_keys) as pair:
+            assert isinstance(pair.client, SSHProvider)
+            assert isinstance(pair.server, SSHProvider)
+            listener = pair.server.listen()
+            stream = await pair.client.open_stream(wait_accept=False)
+            await stream.send(b"early")
+            accepted = await listener.accept()
+            await accepted.send(b"x")
+            await stream.receive()
+            sessions = [*pair.client.sessions.values(), *pair.server.sessions.values()]
+            assert len(sessions) == 2
+            for session in sessions:
+                assert len(vars(session)) <= 30, sorted(vars(session))
+            await stream.aclose()
+            await accepted.aclose()

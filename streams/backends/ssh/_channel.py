@@ -105,6 +105,10 @@ def watch_eof(chan: SSHChannel[bytes], session: ChannelSession) -> None:
 class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[bytes]):
     """asyncssh's session object for one stream's channel.
 
+    It keeps at most 30 attributes: CPython shares one key table among the instance
+    dictionaries of a class only up to that many, and an idle stream's object grew by
+    1.3 KiB with the 31st.
+
     :param provider: the provider the stream belongs to
     :param kind: what the channel carries
     :param opener: ``True`` on the side that opened the channel
@@ -143,7 +147,6 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._closing_here = False
         self._discarding = False
         self.guard = provider.guard
-        self._checkpoint = provider.loop_ops.checkpoint
         if self.guard is not None:
             self.guard.sessions.add(self)
         self._reading_paused = False
@@ -329,7 +332,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # not open yet: queued, and sent as the channel opens
             self._early.append(bytes(data))
             self._early_size += len(data)
-            await self._checkpoint()
+            await self.provider.loop_ops.checkpoint()
             return
         while self.chan is None or self._writing_paused:
             if self.lost:
@@ -357,7 +360,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # a channel closed under the write: by the whole connection failing (its error
             # is the one to see), or by the peer alone (a reset)
             raise self._closed_under_write() from exc
-        await self._checkpoint()
+        await self.provider.loop_ops.checkpoint()
 
     def write_eof(self) -> None:
         """Half-close the channel (now, or once it is open)."""
