@@ -300,3 +300,14 @@ async def test_a_channel_session_keeps_to_thirty_attributes(ssh_keys: Keys) -> N
                 assert len(vars(session)) <= 30, sorted(vars(session))
             await stream.aclose()
             await accepted.aclose()
+
+
+async def test_our_peers_encrypt_with_aes_gcm(ssh_keys: Keys) -> None:
+    """Between two of ours the cipher is AES-GCM (one call into OpenSSL per packet), not
+    asyncssh's first choice, chacha20-poly1305 (driven from Python)."""
+    async with ssh_pair(ssh_keys) as pair:
+        for provider in (pair.client, pair.server):
+            assert isinstance(provider, SSHProvider)
+            assert provider.conn is not None
+            assert provider.conn.get_extra_info("send_cipher") == "aes128-gcm@openssh.com"
+            assert provider.conn.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"

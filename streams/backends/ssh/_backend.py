@@ -44,6 +44,11 @@ logger = logging.getLogger("streams.ssh")
 #: SSH compression is never negotiated: a zlib bomb in a packet would be inflated before
 #: any limit of ours could see it, and the payloads worth compressing are rarely here
 NO_COMPRESSION = ["none"]
+#: AES-GCM before asyncssh's defaults (chacha20-poly1305 first): asyncssh drives
+#: chacha20-poly1305 from Python, six ``cryptography`` cipher contexts per packet counting
+#: both ends, while AES-GCM is one call into OpenSSL each way. Both are AEAD ciphers of
+#: OpenSSH's default set; the client's order decides, so an OpenSSH client keeps its own
+CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
 def split_settings(options: BackendOptions | None) -> tuple[SSHSettings, MuxSettings]:
@@ -356,6 +361,7 @@ class SSHBackend(Backend):
                         keepalive_count_max=ssh_settings.keepalive_count_max,
                         login_timeout=ssh_settings.login_timeout,
                         compression_algs=NO_COMPRESSION,
+                        encryption_algs=CIPHERS,
                     )
             except TimeoutError:
                 raise ConnectionLost(
@@ -471,6 +477,7 @@ class SSHBackend(Backend):
                     keepalive_count_max=ssh_settings.keepalive_count_max,
                     login_timeout=ssh_settings.login_timeout,
                     compression_algs=NO_COMPRESSION,
+                    encryption_algs=CIPHERS,
                 )
             except OSError as exc:
                 raise ConnectionLost(f"cannot listen on {address}: {exc}") from exc
