@@ -11,6 +11,6 @@ def test_bench_ssh_prints_ratios(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_ssh.main(["--mib", "1", "--opens", "5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cases = [row["case"] for row in report["results"]]
-    assert cases[:2] == ["asyncssh channel", "streams ssh"]
+    assert cases[:3] == ["asyncssh channel", "asyncssh channel, AES-GCM first", "streams ssh"]
     assert report["results"][0]["throughput_ratio"] == 1.0
     assert all(row["throughput_mb_s"] > 0 and row["opens_per_s"] > 0 for row in report["results"])
