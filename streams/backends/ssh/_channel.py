@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChannelKind",
     "ChannelSession",
+    "queued_behind",
     "translate_error",
     "watch_eof",
 ]
@@ -176,13 +177,15 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     # -- asyncssh's callbacks ------------------------------------------------------------
 
     def connection_made(self, chan: SSHChannel[bytes]) -> None:
-        if self.chan is None and not self.opener:
-            # an accepted channel: no packet can have arrived before this call
-            watch_eof(chan, self)
+        if self.kind is not ChannelKind.STREAMS:
+            # a stream channel's class does all this in its own packet table
+            if self.chan is None and not self.opener:
+                # an accepted channel: no packet can have arrived before this call
+                watch_eof(chan, self)
+            _count_queued_data_in_window(chan, self)
+            if self.guard is not None:
+                self.guard.watch_channel(chan, self)
         self.chan = chan
-        _count_queued_data_in_window(chan, self)
-        if self.guard is not None:
-            self.guard.watch_channel(chan, self)
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
         with self.provider.bridge.callback():
             early, self._early = self._early, []
@@ -550,15 +553,7 @@ def _count_queued_data_in_window(chan: SSHChannel[bytes], session: ChannelSessio
     queue: list[tuple[bytes, Any]] = chan._recv_buf
 
     def deliver_within_the_window(data: bytes, datatype: Any) -> None:
-        if not queue:
-            queued = 0
-        elif session.guard is not None:
-            # the guard counted every packet's data as it arrived, the session what it
-            # was given: the rest is queued behind this packet (no walk of the queue, which
-            # holds up to a window of packets, for each one)
-            queued = session.arrived - session.delivered - len(data)
-        else:
-            queued = sum(len(item) for item, _ in queue)
+        queued = queued_behind(session, queue, data)
         if queued <= 0:
             deliver(data, datatype)
             return
@@ -569,3 +564,15 @@ def _count_queued_data_in_window(chan: SSHChannel[bytes], session: ChannelSessio
             chan._recv_window -= queued
 
     chan._deliver_data = deliver_within_the_window  # type: ignore[method-assign]
+
+
+def queued_behind(session: ChannelSession, queue: list[tuple[bytes, Any]], data: bytes) -> int:
+    """Bytes asyncssh still queues for *session* behind *data*, the packet it delivers."""
+    if not queue:
+        return 0
+    if session.guard is not None:
+        # the guard counted every packet's data as it arrived, the session what it was
+        # given: the rest is queued behind this packet (no walk of the queue, which holds
+        # up to a window of packets, for each one)
+        return session.arrived - session.delivered - len(data)
+    return sum(len(item) for item, _ in queue)

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 from asyncssh.channel import SSHForwardChannel
-from asyncssh.constants import DEFAULT_LANG, MSG_CHANNEL_OPEN
+from asyncssh.constants import DEFAULT_LANG, MSG_CHANNEL_EOF, MSG_CHANNEL_OPEN
 from asyncssh.misc import map_handler_name
 from asyncssh.packet import String, UInt32
 
-from ._channel import ChannelKind, ChannelSession, translate_error, watch_eof
+from ._channel import ChannelKind, ChannelSession, queued_behind, translate_error
 from ._codec import STREAM_CHANNEL, CodecError, HeaderLimitError, decode_open
+from ._limits import Handler, guarded_channel_handlers
 
 if TYPE_CHECKING:
     import asyncio
@@ -43,8 +44,32 @@ _HANDLER = "_process_" + map_handler_name(STREAM_CHANNEL) + "_open"
 AnyConnection = asyncssh.SSHClientConnection | asyncssh.SSHServerConnection
 
 
+def _session_of(channel: Any) -> ChannelSession:
+    session: ChannelSession = channel.stream_session
+    return session
+
+
+def _packet_table() -> dict[int, Handler]:
+    # the guard's counting of data, requests and window adjusts, and the EOF watch (see
+    # _channel.watch_eof), for the whole class: nothing made per channel
+    handlers = guarded_channel_handlers(dict(SSHForwardChannel._packet_handlers), _session_of)
+    original_eof = handlers[MSG_CHANNEL_EOF]
+
+    def on_eof(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+        channel.stream_session.eof_seen = True
+        return original_eof(channel, pkttype, pktid, packet)
+
+    handlers[MSG_CHANNEL_EOF] = on_eof
+    return handlers
+
+
 class StreamChannel(SSHForwardChannel[bytes]):
     """One stream's channel, on either side.
+
+    Its packet table counts for the connection's guard and notes the peer's EOF packet
+    (what ``ConnectionGuard.watch_channel`` and ``watch_eof`` install on other channel
+    objects one by one), and its delivery leaves queued data out of the window it grants
+    (as ``_count_queued_data_in_window`` does for the others).
 
     :param conn: the connection
     :param loop: the asyncio loop asyncssh runs on
@@ -67,6 +92,21 @@ class StreamChannel(SSHForwardChannel[bytes]):
         self.stream_session = session
         #: opener: waiting for the peer's answer; acceptor: the request awaits ours
         self.opening = False
+
+    _packet_handlers = _packet_table()
+
+    def _deliver_data(self, data: bytes, datatype: Any) -> None:
+        # asyncssh tops the peer's window up to the full size as it delivers a queued
+        # packet; what is still queued behind it counts as in flight meanwhile
+        queued = queued_behind(self.stream_session, self._recv_buf, data)
+        if queued <= 0:
+            super()._deliver_data(data, datatype)
+            return
+        self._recv_window += queued
+        try:
+            super()._deliver_data(data, datatype)
+        finally:
+            self._recv_window -= queued
 
     # -- the opening side ------------------------------------------------------------------
 
@@ -184,7 +224,6 @@ def send_open(provider: SSHProvider, session: ChannelSession) -> None:
         chan = StreamChannel(
             conn, loop, session, window=settings.window, max_packet=settings.max_packet
         )
-        watch_eof(chan, session)
         chan.send_open(session.open_frame)
     except (OSError, asyncssh.Error) as exc:
         stream.on_connection_lost(translate_error(exc, "opening an ssh channel failed"))
