@@ -1,12 +1,14 @@
 """The few bytes ``streams`` adds inside SSH channels, sans-IO.
 
 SSH carries the streams; what it lacks is a place for headers and for the acceptor's
-answer. Between two ``streams`` peers each stream's channel therefore starts with one
-frame in each direction (see ``docs/ssh.md``):
+answer. Between two ``streams`` peers there is one frame each way (see ``docs/ssh.md``):
 
-* the opener's :class:`OpenFrame` (its headers), then its data;
-* the acceptor's :class:`ReplyFrame` (accepted or refused, a reason, response headers),
-  then its data, or nothing more when it refused.
+* the opener's :class:`OpenFrame` (its headers): the data of a :data:`STREAM_CHANNEL`
+  open request (:func:`decode_open`), or, on a channel of the first version, the first
+  bytes before its data (:class:`FrameReader`);
+* the acceptor's :class:`ReplyFrame` (accepted or refused, a reason, response headers):
+  the data of the open confirmation (:func:`decode_reply`), or the first bytes the other
+  way.
 
 A frame is ``version (1 byte) | body length (4 bytes, big endian) | body``. The control
 channel carries single messages (:data:`GOAWAY`, :data:`PING` and :data:`PONG` with an

@@ -1,10 +1,12 @@
 """The provider of one SSH connection: streams as channels, in both directions.
 
-The dialling side opens streams as ``direct-streamlocal`` channels to
-:data:`~._codec.STREAM_PATH` (or ``direct-tcpip`` when the headers name a destination);
-the accepting side opens them as ``forwarded-streamlocal`` channels on the same path,
-which the dialling side asked for with a ``streamlocal-forward`` request when it connected.
-A control channel carries Go Away and pings. See ``docs/ssh.md``.
+Both sides open streams as channels of our own type, :data:`~._codec.STREAM_CHANNEL`
+(``_streamchannel``: the headers in the open request, the answer in its confirmation), or
+as ``direct-tcpip`` when the headers name a destination; the accepting side opens streams
+only once the dialling side said it takes them (a ``streamlocal-forward`` request for
+:data:`~._codec.STREAM_PATH`). Streams that a peer of the first version opens in-band
+(``direct-streamlocal`` or ``forwarded-streamlocal`` to that path) are still accepted. A
+control channel carries Go Away and pings. See ``docs/ssh.md``.
 """
 
 from __future__ import annotations
