@@ -279,7 +279,8 @@ async def test_bulk_data_moves_in_large_packets(ssh_keys: Keys) -> None:
 
                     group.start_soon(send)
                     assert len(await read_all(accepted)) == 4 * len(block)
-            assert 32 <= sent[MSG_CHANNEL_DATA] <= 40, sent
+            # a window running low can cut a packet short: far from the 128 of 32 KiB
+            assert 32 <= sent[MSG_CHANNEL_DATA] <= 64, sent
             await stream.aclose()
             await accepted.aclose()
 
