@@ -11,6 +11,15 @@ def test_bench_ssh_prints_ratios(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_ssh.main(["--mib", "1", "--opens", "5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cases = [row["case"] for row in report["results"]]
-    assert cases[:2] == ["asyncssh channel", "streams ssh"]
+    assert cases[:3] == ["asyncssh channel", "asyncssh channel, AES-GCM first", "streams ssh"]
     assert report["results"][0]["throughput_ratio"] == 1.0
     assert all(row["throughput_mb_s"] > 0 and row["opens_per_s"] > 0 for row in report["results"])
+
+
+def test_bench_ssh_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_ssh.main(["--count", "--opens", "5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["results"]
+    assert set(report) == {"asyncssh channel", "asyncssh channel, AES-GCM first", "streams ssh"}
+    # the stream's headers and answer ride in the open and its confirmation: the messages
+    # of a bare channel
+    assert report["streams ssh"]["ssh messages"] == report["asyncssh channel"]["ssh messages"]

@@ -11,8 +11,11 @@ from streams.backends.ssh._codec import (
     ControlMessage,
     ControlReader,
     FrameReader,
+    HeaderLimitError,
     OpenFrame,
     ReplyFrame,
+    decode_open,
+    decode_reply,
     encode_control,
     encode_open,
     encode_reply,
@@ -107,3 +110,35 @@ def test_host_port(text: str, parsed: tuple[str, int]) -> None:
 def test_bad_host_port(text: str) -> None:
     with pytest.raises(CodecError):
         parse_host_port(text)
+
+
+def test_whole_frames_of_the_open_request_and_confirmation() -> None:
+    """decode_open/decode_reply take exactly one frame: what the stream channel's open
+    request and confirmation carry."""
+    opened = decode_open(encode_open([("a", "b"), ("a", "c")]), max_headers=2)
+    assert opened.headers == (("a", "b"), ("a", "c"))
+    accepted = decode_reply(encode_reply(accepted=True))
+    assert accepted == ReplyFrame(accepted=True, retryable=False, code=0, reason="", headers=())
+    # the shortcut for the common reply decodes as the general path does
+    general, _ = FrameReader(reply=True).feed(encode_reply(accepted=True))
+    assert general == accepted
+    refused = decode_reply(encode_reply(accepted=False, reason="no", code=7, retryable=True))
+    assert (refused.accepted, refused.reason, refused.code, refused.retryable) == (
+        False,
+        "no",
+        7,
+        True,
+    )
+    frame = encode_open([("x", "y")])
+    with pytest.raises(CodecError, match="stray"):
+        decode_open(frame + b"!")
+    with pytest.raises(CodecError, match="middle"):
+        decode_open(frame[:-1])
+    with pytest.raises(CodecError, match="middle"):
+        decode_reply(b"\x01\x00")
+    with pytest.raises(HeaderLimitError) as limit:
+        decode_open(encode_open([("x", "y" * 900)]), max_body=512)
+    assert limit.value.limit == "max_header_block"
+    with pytest.raises(HeaderLimitError) as count:
+        decode_open(encode_open([("x", "1"), ("y", "2")]), max_headers=1)
+    assert count.value.limit == "max_headers"

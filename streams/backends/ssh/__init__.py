@@ -1,7 +1,8 @@
 """The SSH backend: each stream is an SSH channel, on asyncssh.
 
-Between two ``streams`` peers a stream is a channel of our own (a ``direct-streamlocal``
-channel to a reserved path, with a frame of headers first each way); a stream whose headers
+Between two ``streams`` peers a stream is a channel of our own type
+(``streams-v2@stream``: its headers ride in the open request, the answer in the open
+confirmation); a stream whose headers
 name ``x-ssh-destination: HOST:PORT`` is a standard ``direct-tcpip`` channel, so any SSH
 server forwards it; and on our server an incoming ``direct-tcpip`` channel (``ssh -W``,
 ``ssh -L``) is a stream for the handler to decide. The mapping, the security defaults and

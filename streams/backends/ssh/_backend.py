@@ -24,9 +24,16 @@ from ..._core.mux import MuxSettings
 from ..._core.server import MergedListener, StreamServer
 from ..._core.transport import Address
 from ._bridge import Bridge, open_bridge
-from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error
+from ._channel import ChannelKind, ChannelSession, translate_error
 from ._codec import CONTROL_PATH, STREAM_PATH
-from ._config import AuthenticationFailed, HostKeyNotVerified, SSHSettings
+from ._config import (
+    DEFAULT_WINDOW,
+    AuthenticationFailed,
+    HostKeyNotVerified,
+    SSHSettings,
+    default_max_packet,
+)
+from ._control import ControlSession
 from ._limits import ConnectionGuard
 from ._provider import SSHProvider
 
@@ -37,6 +44,11 @@ logger = logging.getLogger("streams.ssh")
 #: SSH compression is never negotiated: a zlib bomb in a packet would be inflated before
 #: any limit of ours could see it, and the payloads worth compressing are rarely here
 NO_COMPRESSION = ["none"]
+#: AES-GCM before asyncssh's defaults (chacha20-poly1305 first): asyncssh drives
+#: chacha20-poly1305 from Python, six ``cryptography`` cipher contexts per packet counting
+#: both ends, while AES-GCM is one call into OpenSSL each way. Both are AEAD ciphers of
+#: OpenSSH's default set; the client's order decides, so an OpenSSH client keeps its own
+CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
 def split_settings(options: BackendOptions | None) -> tuple[SSHSettings, MuxSettings]:
@@ -49,8 +61,12 @@ def split_settings(options: BackendOptions | None) -> tuple[SSHSettings, MuxSett
     ssh_values = {name: value for name, value in given.items() if name in ssh_names}
     mux_values = {name: value for name, value in given.items() if name not in ssh_names}
     try:
-        ssh = SSHSettings(**ssh_values)
         mux = MuxSettings(**mux_values)
+        if "max_packet" not in ssh_values:
+            window = ssh_values.get("window", DEFAULT_WINDOW)
+            if isinstance(window, int):
+                ssh_values["max_packet"] = default_max_packet(window, mux.receive_window)
+        ssh = SSHSettings(**ssh_values)
     except TypeError as exc:
         raise ConfigError(f"unknown ssh backend setting: {exc}", path="settings") from None
     if mux.receive_window < 2 * ssh.max_packet:
@@ -182,7 +198,7 @@ class _ServerOwner(asyncssh.SSHServer):
             provider.guard.admit_channel()
         chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
         with provider.bridge.callback():
-            session = ChannelSession(provider, ChannelKind.STREAMS, opener=False)
+            session = ChannelSession(provider, ChannelKind.INBAND, opener=False)
         session.admitted = provider.guard is not None
         return chan, session
 
@@ -345,6 +361,7 @@ class SSHBackend(Backend):
                         keepalive_count_max=ssh_settings.keepalive_count_max,
                         login_timeout=ssh_settings.login_timeout,
                         compression_algs=NO_COMPRESSION,
+                        encryption_algs=CIPHERS,
                     )
             except TimeoutError:
                 raise ConnectionLost(
@@ -460,6 +477,7 @@ class SSHBackend(Backend):
                     keepalive_count_max=ssh_settings.keepalive_count_max,
                     login_timeout=ssh_settings.login_timeout,
                     compression_algs=NO_COMPRESSION,
+                    encryption_algs=CIPHERS,
                 )
             except OSError as exc:
                 raise ConnectionLost(f"cannot listen on {address}: {exc}") from exc

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..._core.errors import ConfigError
@@ -47,6 +48,9 @@ class Bridge:
     ) -> None:
         self.library = library
         self._adapt = adapt
+        self._pin: contextlib.AbstractContextManager[None] = (
+            _Pin(library) if sniffio is not None else contextlib.nullcontext()
+        )
 
     async def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await the asyncio coroutine function *function* with *args*."""
@@ -55,21 +59,34 @@ class Bridge:
         result: T = await self._adapt(function)(*args, **kwargs)
         return result
 
-    @contextlib.contextmanager
-    def callback(self) -> Iterator[None]:
-        """Make anyio see the provider's loop while an asyncssh callback runs."""
-        if sniffio is None:
-            yield
-            return
-        # sniffio consults its thread-local name first, then its context variable
-        previous = sniffio.thread_local.name
-        sniffio.thread_local.name = self.library
-        token = sniffio.current_async_library_cvar.set(self.library)
-        try:
-            yield
-        finally:
-            sniffio.current_async_library_cvar.reset(token)
-            sniffio.thread_local.name = previous
+    def callback(self) -> contextlib.AbstractContextManager[None]:
+        """Make anyio see the provider's loop while an asyncssh callback runs (a ``with``
+        block)."""
+        return self._pin
+
+
+class _Pin:
+    """Pins sniffio's answer for a ``with`` block (one object per bridge, reused: every
+    asyncssh callback enters it, so it is a plain class, not a generator). Blocks nest
+    strictly (a callback never awaits), which the stack of saved values relies on."""
+
+    __slots__ = ("_library", "_saved")
+
+    def __init__(self, library: str) -> None:
+        self._library = library
+        self._saved: list[tuple[str | None, contextvars.Token[str | None]]] = []
+
+    def __enter__(self) -> None:
+        # sniffio consults its thread-local name first, then its context variable; the
+        # variable is what a task started in the block inherits
+        local = sniffio.thread_local
+        self._saved.append((local.name, sniffio.current_async_library_cvar.set(self._library)))
+        local.name = self._library
+
+    def __exit__(self, *exc_info: object) -> None:
+        name, token = self._saved.pop()
+        sniffio.current_async_library_cvar.reset(token)
+        sniffio.thread_local.name = name
 
 
 def _import_trio_asyncio() -> Any:

@@ -24,11 +24,11 @@ from ..._core.flow import FlowControlViolation
 from ..._core.stream import MuxStream
 from ._codec import (
     CodecError,
-    ControlReader,
     FrameReader,
     HeaderLimitError,
     OpenFrame,
     ReplyFrame,
+    decode_reply,
     encode_reply,
 )
 
@@ -36,11 +36,12 @@ if TYPE_CHECKING:
     import asyncio
 
     from ._provider import SSHProvider
+    from ._streamchannel import StreamChannel
 
 __all__ = [
     "ChannelKind",
     "ChannelSession",
-    "ControlSession",
+    "queued_behind",
     "translate_error",
     "watch_eof",
 ]
@@ -54,8 +55,13 @@ _WRITE_POLL = 0.25
 class ChannelKind(enum.Enum):
     """What a channel carries."""
 
-    #: a stream between two ``streams`` peers: a frame of headers first, each way
+    #: a stream between two ``streams`` peers: a channel of our own type, the headers in
+    #: its open request and the reply in its confirmation (``_streamchannel``)
     STREAMS = "streams"
+    #: the same in a ``direct-streamlocal`` (or ``forwarded-streamlocal``) channel to
+    #: :data:`~._codec.STREAM_PATH`, a frame of headers first each way: still accepted
+    #: from peers that open streams so
+    INBAND = "streams-v1"
     #: a plain ``direct-tcpip`` channel: bytes only, no headers on the wire
     TCP = "direct-tcpip"
 
@@ -100,6 +106,10 @@ def watch_eof(chan: SSHChannel[bytes], session: ChannelSession) -> None:
 class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[bytes]):
     """asyncssh's session object for one stream's channel.
 
+    It keeps at most 30 attributes: CPython shares one key table among the instance
+    dictionaries of a class only up to that many, and an idle stream's object grew by
+    1.3 KiB with the 31st.
+
     :param provider: the provider the stream belongs to
     :param kind: what the channel carries
     :param opener: ``True`` on the side that opened the channel
@@ -123,7 +133,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         #: the acceptor of a ``direct-tcpip`` channel answers the open with this future
         self.decision: asyncio.Future[Any] | None = None
         self._reader: FrameReader | None = None
-        if kind is ChannelKind.STREAMS:
+        if kind is ChannelKind.INBAND:
             self._reader = FrameReader(
                 reply=opener,
                 max_body=provider.ssh_settings.max_header_block,
@@ -146,8 +156,19 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self._eof_pending = False
         self._reset_pending: bool | None = None
         self._close_when_drained = False
-        #: the opener's first frame (its headers), written as the channel opens
+        #: the opener's frame (its headers), sent in the open request
         self.open_frame = b""
+        #: acceptor of a :attr:`ChannelKind.STREAMS` channel: the channel whose open
+        #: request waits for the decision, and the decision (a reply frame) once made
+        self.pending_chan: StreamChannel | None = None
+        self.answer: bytes | None = None
+        #: that request is to be refused (the stream ended undecided)
+        self.abandoned = False
+        #: opener: data written before the channel opened (a zero-round-trip open), at
+        #: most ``write_buffer`` bytes, and whether the reply refused the stream
+        self._early: list[bytes] = []
+        self._early_size = 0
+        self.refused = False
         #: the peer's EOF packet arrived (it may still wait behind paused data)
         self.eof_seen = False
         self.lost = False
@@ -156,22 +177,28 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     # -- asyncssh's callbacks ------------------------------------------------------------
 
     def connection_made(self, chan: SSHChannel[bytes]) -> None:
-        if self.chan is None and not self.opener:
-            # an accepted channel: no packet can have arrived before this call
-            watch_eof(chan, self)
+        if self.kind is not ChannelKind.STREAMS:
+            # a stream channel's class does all this in its own packet table
+            if self.chan is None and not self.opener:
+                # an accepted channel: no packet can have arrived before this call
+                watch_eof(chan, self)
+            _count_queued_data_in_window(chan, self)
+            if self.guard is not None:
+                self.guard.watch_channel(chan, self)
         self.chan = chan
-        _count_queued_data_in_window(chan)
-        if self.guard is not None:
-            self.guard.watch_channel(chan, self)
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
         with self.provider.bridge.callback():
-            if self.opener and self.kind is ChannelKind.STREAMS and self.stream is not None:
-                chan.write(self.open_frame)
-            if self._reset_pending is not None:
-                self._close_channel(graceful=self._reset_pending)
+            early, self._early = self._early, []
+            graceful = self._reset_pending
+            if graceful is None or (graceful and not self.refused):
+                # what a zero-round-trip open sent before the channel opened
+                for chunk in early:
+                    chan.write(chunk)
+                if self._eof_pending:
+                    chan.write_eof()
+            if graceful is not None:
+                self._close_channel(graceful=graceful)
                 return
-            if self._eof_pending:
-                chan.write_eof()
             self._wake_writer()
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
@@ -246,6 +273,51 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         with self.provider.bridge.callback():
             self._wake_writer()
 
+    def session_started(self) -> None:
+        """Nothing to start: the stream is already there."""
+
+    def reply_arrived(self, data: bytes) -> None:
+        """Opener: the acceptor's reply frame came in the open confirmation."""
+        with self.provider.bridge.callback():
+            try:
+                frame = decode_reply(data)
+            except CodecError as exc:
+                self._protocol_error(f"the open confirmation: {exc}")
+                return
+            self.refused = not frame.accepted
+            if self.stream is not None:
+                self.provider.on_reply(self.stream, frame)
+
+    def open_failed(self, code: int, reason: str) -> None:
+        """Opener: the peer refused to open the channel."""
+        with self.provider.bridge.callback():
+            self.provider.open_failed(self, code, reason)
+
+    def answer_with(self, reply: bytes) -> None:
+        """Acceptor of a :attr:`ChannelKind.STREAMS` channel: the decision, sent in the
+        open confirmation (now, or as soon as asyncssh hands the request over)."""
+        if self.answer is not None:
+            return
+        self.answer = reply
+        chan = self.pending_chan
+        if chan is not None:
+            chan.confirm(reply)
+
+    def refuse_open_headers(self, error: HeaderLimitError) -> None:
+        """Acceptor of a :attr:`ChannelKind.STREAMS` channel: refuse the stream whose
+        headers are over a limit (the connection goes on)."""
+        self._discarding = True
+        if self.guard is not None:
+            self.guard.refused(error.limit, str(error))
+        self.answer_with(
+            encode_reply(
+                accepted=False,
+                reason=f"limit {error.limit} exceeded: {error}",
+                code=ErrorCode.REFUSED_STREAM,
+            )
+        )
+        self.finish()
+
     # -- what the provider asks ------------------------------------------------------------
 
     async def write(self, stream: MuxStream, data: memoryview) -> None:
@@ -253,6 +325,18 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         connection's, for a peer that does not read)."""
         if self.guard is not None and self.guard.output_paused:
             await self.guard.wait_writable()
+        if (
+            self.chan is None
+            and self.opener
+            and not self.lost
+            and self._early_size + len(data) <= self.provider.ssh_settings.write_buffer
+            and not (stream.is_closed or stream.finished)
+        ):
+            # not open yet: queued, and sent as the channel opens
+            self._early.append(bytes(data))
+            self._early_size += len(data)
+            await self.provider.loop_ops.checkpoint()
+            return
         while self.chan is None or self._writing_paused:
             if self.lost:
                 break
@@ -279,7 +363,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # a channel closed under the write: by the whole connection failing (its error
             # is the one to see), or by the peer alone (a reset)
             raise self._closed_under_write() from exc
-        await anyio.lowlevel.checkpoint()
+        await self.provider.loop_ops.checkpoint()
 
     def write_eof(self) -> None:
         """Half-close the channel (now, or once it is open)."""
@@ -306,6 +390,10 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
     def finish(self) -> None:
         """The stream is done: close the channel after what is queued."""
         self._fail_decision()
+        if self.answer is None and self.pending_chan is not None:
+            # ended before its handler decided: the open request is refused
+            self.abandoned = True
+            self.pending_chan.refuse(asyncssh.OPEN_CONNECT_FAILED, "the stream was closed")
         self._wake_writer()
         if self.chan is None:
             # the channel may never open (refused, or the connection went): nothing of it
@@ -451,48 +539,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             waiter.set()
 
 
-class ControlSession(asyncssh.SSHUNIXSession[bytes]):
-    """The control channel: Go Away and pings between two ``streams`` peers."""
-
-    def __init__(self, provider: SSHProvider) -> None:
-        self.provider = provider
-        self.chan: SSHChannel[bytes] | None = None
-        self._reader = ControlReader()
-
-    def connection_made(self, chan: SSHChannel[bytes]) -> None:
-        self.chan = chan
-        with self.provider.bridge.callback():
-            self.provider.control_opened(self)
-
-    def data_received(self, data: bytes, datatype: int | None) -> None:
-        with self.provider.bridge.callback():
-            try:
-                messages = self._reader.feed(data)
-            except CodecError as exc:
-                self.provider.fail(ProtocolError(f"ssh control channel: {exc}"))
-                return
-            for message in messages:
-                self.provider.on_control(message)
-
-    def eof_received(self) -> bool:
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.chan = None
-
-    def pause_writing(self) -> None:
-        """Control messages are tiny; nothing to pause."""
-
-    def resume_writing(self) -> None:
-        """See :meth:`pause_writing`."""
-
-    def send(self, data: bytes) -> None:
-        """Write a control message, if the channel is still open."""
-        if self.chan is not None and not self.chan.is_closing():
-            self.chan.write(data)
-
-
-def _count_queued_data_in_window(chan: SSHChannel[bytes]) -> None:
+def _count_queued_data_in_window(chan: SSHChannel[bytes], session: ChannelSession) -> None:
     """Make asyncssh's window grants leave out the data it still queues for the session.
 
     While reading is paused asyncssh queues incoming data, and when it delivers a queued
@@ -506,8 +553,8 @@ def _count_queued_data_in_window(chan: SSHChannel[bytes]) -> None:
     queue: list[tuple[bytes, Any]] = chan._recv_buf
 
     def deliver_within_the_window(data: bytes, datatype: Any) -> None:
-        queued = sum(len(item) for item, _ in queue) if queue else 0
-        if not queued:
+        queued = queued_behind(session, queue, data)
+        if queued <= 0:
             deliver(data, datatype)
             return
         chan._recv_window += queued
@@ -517,3 +564,15 @@ def _count_queued_data_in_window(chan: SSHChannel[bytes]) -> None:
             chan._recv_window -= queued
 
     chan._deliver_data = deliver_within_the_window  # type: ignore[method-assign]
+
+
+def queued_behind(session: ChannelSession, queue: list[tuple[bytes, Any]], data: bytes) -> int:
+    """Bytes asyncssh still queues for *session* behind *data*, the packet it delivers."""
+    if not queue:
+        return 0
+    if session.guard is not None:
+        # the guard counted every packet's data as it arrived, the session what it was
+        # given: the rest is queued behind this packet (no walk of the queue, which holds
+        # up to a window of packets, for each one)
+        return session.arrived - session.delivered - len(data)
+    return sum(len(item) for item, _ in queue)

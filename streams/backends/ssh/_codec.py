@@ -1,12 +1,14 @@
 """The few bytes ``streams`` adds inside SSH channels, sans-IO.
 
 SSH carries the streams; what it lacks is a place for headers and for the acceptor's
-answer. Between two ``streams`` peers each stream's channel therefore starts with one
-frame in each direction (see ``docs/ssh.md``):
+answer. Between two ``streams`` peers there is one frame each way (see ``docs/ssh.md``):
 
-* the opener's :class:`OpenFrame` (its headers), then its data;
-* the acceptor's :class:`ReplyFrame` (accepted or refused, a reason, response headers),
-  then its data, or nothing more when it refused.
+* the opener's :class:`OpenFrame` (its headers): the data of a :data:`STREAM_CHANNEL`
+  open request (:func:`decode_open`), or, on a channel of the first version, the first
+  bytes before its data (:class:`FrameReader`);
+* the acceptor's :class:`ReplyFrame` (accepted or refused, a reason, response headers):
+  the data of the open confirmation (:func:`decode_reply`), or the first bytes the other
+  way.
 
 A frame is ``version (1 byte) | body length (4 bytes, big endian) | body``. The control
 channel carries single messages (:data:`GOAWAY`, :data:`PING` and :data:`PONG` with an
@@ -25,6 +27,7 @@ __all__ = [
     "MAX_FRAME",
     "PING",
     "PONG",
+    "STREAM_CHANNEL",
     "STREAM_PATH",
     "VERSION",
     "CodecError",
@@ -34,6 +37,8 @@ __all__ = [
     "HeaderLimitError",
     "OpenFrame",
     "ReplyFrame",
+    "decode_open",
+    "decode_reply",
     "encode_control",
     "encode_open",
     "encode_reply",
@@ -44,6 +49,10 @@ __all__ = [
 #: the ``direct-streamlocal`` path (and reverse ``streamlocal-forward`` path) that carries
 #: streams between two ``streams`` peers; no real socket ever has this name
 STREAM_PATH = "streams-v1@stream"
+#: the channel type of a stream between two ``streams`` peers: the open request carries
+#: the opener's frame and the open confirmation the acceptor's (RFC 4254 5.1 lets both
+#: carry data of the channel type), so an open costs one round trip, as a bare channel's
+STREAM_CHANNEL = "streams-v2@stream"
 #: the path of the one control channel the dialling side opens
 CONTROL_PATH = "streams-v1@control"
 #: the frame version this module writes and reads
@@ -153,8 +162,16 @@ def encode_reply(
 
     :raises CodecError: if the headers and reason do not fit in :data:`MAX_FRAME`
     """
+    if accepted and not headers and not reason and not code and not retryable:
+        return _ACCEPTED_FRAME
     head = _REPLY.pack(1 if accepted else 0, 1 if retryable else 0, code & 0xFFFFFFFF)
     return _frame(head + _string(reason) + _encode_headers(headers))
+
+
+#: the most common reply (accepted, no response headers), encoded and decoded once
+_ACCEPTED_BODY = _REPLY.pack(1, 0, 0) + _string("") + _encode_headers(())
+_ACCEPTED_FRAME = _frame(_ACCEPTED_BODY)
+_ACCEPTED = ReplyFrame(accepted=True, retryable=False, code=0, reason="", headers=())
 
 
 class _Cursor:
@@ -250,24 +267,77 @@ class FrameReader:
         body = bytes(self._buffer[_HEADER.size : end])
         rest = bytes(self._buffer[end:])
         self._buffer = bytearray()
-        cursor = _Cursor(body)
-        frame: OpenFrame | ReplyFrame
-        if self._reply:
-            status, flags, code = _REPLY.unpack(cursor.take(_REPLY.size))
-            if status > 1 or flags > 1:
-                raise CodecError(f"invalid reply status {status} or flags {flags}")
-            reason = cursor.string()
-            frame = ReplyFrame(
-                accepted=status == 1,
-                retryable=flags == 1,
-                code=code,
-                reason=reason,
-                headers=cursor.headers(),
-            )
-        else:
-            frame = OpenFrame(headers=cursor.headers(self._max_headers))
-        cursor.end()
-        return frame, rest
+        return _parse(body, reply=self._reply, max_headers=self._max_headers), rest
+
+
+def _parse(body: bytes, *, reply: bool, max_headers: int | None) -> OpenFrame | ReplyFrame:
+    if reply and body == _ACCEPTED_BODY:
+        return _ACCEPTED
+    cursor = _Cursor(body)
+    frame: OpenFrame | ReplyFrame
+    if reply:
+        status, flags, code = _REPLY.unpack(cursor.take(_REPLY.size))
+        if status > 1 or flags > 1:
+            raise CodecError(f"invalid reply status {status} or flags {flags}")
+        reason = cursor.string()
+        frame = ReplyFrame(
+            accepted=status == 1,
+            retryable=flags == 1,
+            code=code,
+            reason=reason,
+            headers=cursor.headers(),
+        )
+    else:
+        frame = OpenFrame(headers=cursor.headers(max_headers))
+    cursor.end()
+    return frame
+
+
+def _whole_body(data: bytes, *, max_body: int, reply: bool) -> bytes:
+    # what FrameReader.feed checks, for a frame that must be all of *data*
+    if len(data) < _HEADER.size:
+        raise CodecError(f"{len(data)} bytes end in the middle of a frame")
+    version, length = _HEADER.unpack_from(data)
+    if version != VERSION:
+        raise CodecError(f"unknown frame version {version}")
+    if length > MAX_FRAME and reply:
+        raise CodecError(f"a frame of {length} bytes exceeds the limit of {MAX_FRAME}")
+    if length > min(max_body, MAX_FRAME) and not reply:
+        raise HeaderLimitError(
+            "max_header_block", f"a header frame of {length} bytes, at most {max_body}"
+        )
+    end = _HEADER.size + length
+    if len(data) < end:
+        raise CodecError(f"{len(data)} bytes end in the middle of a frame")
+    if len(data) > end:
+        raise CodecError(f"{len(data) - end} stray bytes after the frame")
+    return data[_HEADER.size :]
+
+
+def decode_open(
+    data: bytes, *, max_body: int = MAX_FRAME, max_headers: int | None = None
+) -> OpenFrame:
+    """The open frame that is the whole of *data* (a :data:`STREAM_CHANNEL` open request's
+    data).
+
+    :raises HeaderLimitError: if it is over ``max_body`` or ``max_headers``
+    :raises CodecError: if *data* is not exactly one valid open frame
+    """
+    body = _whole_body(data, max_body=max_body, reply=False)
+    frame = _parse(body, reply=False, max_headers=max_headers)
+    assert isinstance(frame, OpenFrame)
+    return frame
+
+
+def decode_reply(data: bytes) -> ReplyFrame:
+    """The reply frame that is the whole of *data* (a :data:`STREAM_CHANNEL` open
+    confirmation's data).
+
+    :raises CodecError: if *data* is not exactly one valid reply frame
+    """
+    frame = _parse(_whole_body(data, max_body=MAX_FRAME, reply=True), reply=True, max_headers=None)
+    assert isinstance(frame, ReplyFrame)
+    return frame
 
 
 def encode_control(kind: bytes, payload: int = 0) -> bytes:

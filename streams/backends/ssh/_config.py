@@ -12,6 +12,8 @@ from ._codec import MAX_FRAME
 
 __all__ = [
     "CHANNEL_HEADER",
+    "DEFAULT_MAX_PACKET",
+    "DEFAULT_WINDOW",
     "DESTINATION_HEADER",
     "OPEN_FAILURE_HEADER",
     "ORIGIN_HEADER",
@@ -20,6 +22,7 @@ __all__ = [
     "HostKeyNotVerified",
     "SSHAttribute",
     "SSHSettings",
+    "default_max_packet",
 ]
 
 #: on ``open_stream``: open a standard ``direct-tcpip`` channel to ``HOST:PORT`` (what an
@@ -53,6 +56,20 @@ class AuthenticationFailed(ConnectionLost):
     """The server accepted none of the client's keys."""
 
 
+#: the SSH receive window of a channel when not set
+DEFAULT_WINDOW = 2 * 1024 * 1024
+#: the largest SSH data packet taken when neither it nor the windows are set
+DEFAULT_MAX_PACKET = 128 * 1024
+#: the smallest packet size chosen for small windows (the usual SSH default)
+_SMALL_MAX_PACKET = 32 * 1024
+
+
+def default_max_packet(window: int, receive_window: int) -> int:
+    """The ``max_packet`` used when it is not set: :data:`DEFAULT_MAX_PACKET`, or less
+    where *window* or half of the stream's *receive_window* is smaller (down to 32 KiB)."""
+    return max(_SMALL_MAX_PACKET, min(DEFAULT_MAX_PACKET, window, receive_window // 2))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SSHSettings:
     """How the SSH backend runs its connections and channels.
@@ -62,9 +79,13 @@ class SSHSettings:
     """
 
     #: the SSH receive window of each channel, in bytes (asyncssh's default is 2 MiB)
-    window: int = 2 * 1024 * 1024
-    #: the largest SSH data packet this side accepts, in bytes
-    max_packet: int = 32 * 1024
+    window: int = DEFAULT_WINDOW
+    #: the largest SSH data packet this side accepts, in bytes. When not given: 128 KiB,
+    #: or less where ``window`` or half of ``receive_window`` is smaller, down to 32 KiB
+    #: (asyncssh's and OpenSSH's default). Each packet costs its encryption and a trip
+    #: through asyncssh's Python code, so larger packets move bulk data at a fraction of
+    #: the cost; the peer sends at most this, and sends smaller ones as it likes
+    max_packet: int = DEFAULT_MAX_PACKET
     #: bytes queued in a channel's send buffer before a sender waits
     write_buffer: int = 256 * 1024
     #: seconds between keepalive requests when the connection is idle (0: none)

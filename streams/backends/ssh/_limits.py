@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from ._bridge import Bridge
     from ._channel import ChannelSession
 
-__all__ = ["DISCONNECT_GRACE", "ConnectionGuard", "disconnect_code"]
+__all__ = ["DISCONNECT_GRACE", "ConnectionGuard", "disconnect_code", "guarded_channel_handlers"]
 
 logger = logging.getLogger("streams.ssh")
 
@@ -72,20 +72,8 @@ MAX_SSH_WINDOW = 0xFFFFFFFF
 
 Handler = Callable[[Any, int, int, Any], Any]
 
-#: where :class:`_Handlers` keeps the handler of message types asyncssh does not know
-_UNKNOWN = -1
-
-
-class _Handlers(dict[int, Handler]):
-    """A connection's packet table that also answers for the message types asyncssh does
-    not know (asyncssh looks a type up with ``in`` and answers an unknown one itself,
-    which the guard could not count)."""
-
-    def __contains__(self, kind: object) -> bool:
-        return True
-
-    def __missing__(self, kind: int) -> Handler:
-        return self[_UNKNOWN]
+#: SSH message numbers are one byte
+_MESSAGE_TYPES = range(256)
 
 
 def disconnect_code(error: LimitExceeded) -> int:
@@ -171,8 +159,12 @@ class ConnectionGuard:
     def install(self) -> None:
         """Count the connection's packets from now on, and watch its send buffer."""
         conn = self.conn
-        handlers: dict[int, Handler] = _Handlers(type(conn)._packet_handlers)
-        handlers[_UNKNOWN] = self._unknown_message
+        handlers: dict[int, Handler] = dict(type(conn)._packet_handlers)
+        # asyncssh answers a message type missing from its table itself, which the guard
+        # could not count: every type it does not know gets the guard's entry (a plain
+        # dict, so that the lookup of every packet stays in C)
+        for kind in _MESSAGE_TYPES:
+            handlers.setdefault(kind, self._unknown_message)
         self._wrap(handlers, MSG_CHANNEL_OPEN, self._on_channel_open)
         self._wrap(handlers, MSG_GLOBAL_REQUEST, self._on_global_request)
         # not MSG_IGNORE: asyncssh sends one before every packet it encrypts, so a flood
@@ -195,62 +187,88 @@ class ConnectionGuard:
 
     def watch_channel(self, chan: SSHChannel[bytes], session: ChannelSession) -> None:
         """Count the packets of one channel from now on (its data, requests and window
-        adjusts)."""
+        adjusts). A channel class can carry the same counting in its own packet table
+        instead (:func:`guarded_channel_handlers`)."""
         handlers: dict[int, Handler] = dict(chan._packet_handlers)
 
         def on_data(kind: int, skip: int) -> Handler:
             original = handlers[kind]
 
             def handle(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
-                if self.tripped is not None:
-                    return None
-                length = _peek_u32(packet, skip)
-                if length == 0:
-                    self.count("empty_frames_per_second")
-                elif length is not None:
-                    self.data_arrived(session, length)
-                if self.tripped is not None:
-                    return None
-                return original(channel, pkttype, pktid, packet)
+                return self.channel_data(session, skip, original, channel, pkttype, pktid, packet)
 
             return handle
 
         original_request = handlers[MSG_CHANNEL_REQUEST]
 
         def on_request(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
-            if self.tripped is not None:
-                return None
-            self.count("settings_per_second")
-            if _wants_reply(packet):
-                self.answer_queued()
-            if self.tripped is not None:
-                return None
-            return original_request(channel, pkttype, pktid, packet)
+            return self.channel_request(original_request, channel, pkttype, pktid, packet)
 
         original_adjust = handlers[MSG_CHANNEL_WINDOW_ADJUST]
 
         def on_adjust(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
-            if self.tripped is not None:
-                return None
-            increment = _peek_u32(packet)
-            window = int(getattr(channel, "_send_window", 0))
-            if increment is not None and window + increment > MAX_SSH_WINDOW:
-                # RFC 4254 5.2: a window must not grow past 2**32-1
-                self.exceeded(
-                    LimitExceeded(
-                        "window_overflow",
-                        f"a window adjust of {increment} overflows a window of {window}",
-                        ErrorCode.FLOW_CONTROL_ERROR,
-                    )
-                )
-                return None
-            return original_adjust(channel, pkttype, pktid, packet)
+            return self.window_adjust(original_adjust, channel, pkttype, pktid, packet)
 
         handlers[MSG_CHANNEL_WINDOW_ADJUST] = on_adjust
         handlers[MSG_CHANNEL_DATA] = on_data(MSG_CHANNEL_DATA, 0)
         handlers[MSG_CHANNEL_EXTENDED_DATA] = on_data(MSG_CHANNEL_EXTENDED_DATA, 4)
         handlers[MSG_CHANNEL_REQUEST] = on_request
         chan._packet_handlers = handlers
+
+    def channel_data(
+        self,
+        session: ChannelSession,
+        skip: int,
+        original: Handler,
+        channel: Any,
+        pkttype: int,
+        pktid: int,
+        packet: Any,
+    ) -> Any:
+        """A data packet of *session*'s channel (*skip*: bytes before its length)."""
+        if self.tripped is not None:
+            return None
+        length = _peek_u32(packet, skip)
+        if length == 0:
+            self.count("empty_frames_per_second")
+        elif length is not None:
+            self.data_arrived(session, length)
+        if self.tripped is not None:
+            return None
+        return original(channel, pkttype, pktid, packet)
+
+    def channel_request(
+        self, original: Handler, channel: Any, pkttype: int, pktid: int, packet: Any
+    ) -> Any:
+        """A channel request (``env``, ``exec``, ...): counted with the settings."""
+        if self.tripped is not None:
+            return None
+        self.count("settings_per_second")
+        if _wants_reply(packet):
+            self.answer_queued()
+        if self.tripped is not None:
+            return None
+        return original(channel, pkttype, pktid, packet)
+
+    def window_adjust(
+        self, original: Handler, channel: Any, pkttype: int, pktid: int, packet: Any
+    ) -> Any:
+        """A window adjust: one that would overflow the window fails the connection."""
+        if self.tripped is not None:
+            return None
+        increment = _peek_u32(packet)
+        window = int(getattr(channel, "_send_window", 0))
+        if increment is not None and window + increment > MAX_SSH_WINDOW:
+            # RFC 4254 5.2: a window must not grow past 2**32-1
+            self.exceeded(
+                LimitExceeded(
+                    "window_overflow",
+                    f"a window adjust of {increment} overflows a window of {window}",
+                    ErrorCode.FLOW_CONTROL_ERROR,
+                )
+            )
+            return None
+        return original(channel, pkttype, pktid, packet)
 
     def _wrap(self, handlers: dict[int, Handler], kind: int, check: Callable[[Any], None]) -> None:
         original = handlers[kind]
@@ -444,11 +462,13 @@ class ConnectionGuard:
             return
         self.tripped = error
         log_limit_exceeded(logger, error, self.peer)
+        # the disconnect first: the streams that fail next close their channels, and those
+        # closes must not reach the peer before it (it would take each for a reset)
+        disconnect(self.conn, disconnect_code(error), f"limit {error.limit} exceeded: {error}")
         if self.on_exceeded is not None:
             with self.bridge.callback():
                 self.on_exceeded(error)
         self._wake_writers()
-        disconnect(self.conn, disconnect_code(error), f"limit {error.limit} exceeded: {error}")
 
 
 class _Drain(asyncio.Protocol):
@@ -493,3 +513,47 @@ def disconnect(
     # for a reset of each stream before it learns that the whole connection failed
     conn._send_disconnect(code, reason, DEFAULT_LANG)
     conn._force_close(None)
+
+
+def guarded_channel_handlers(
+    base: dict[int, Handler], session_of: Callable[[Any], ChannelSession]
+) -> dict[int, Handler]:
+    """A packet table for a whole channel class that counts what
+    :meth:`ConnectionGuard.watch_channel` counts for one channel object: each handler
+    finds the channel's session (*session_of*) and its guard, so no table or closure is
+    made per channel."""
+    handlers = dict(base)
+
+    def on_data(kind: int, skip: int) -> Handler:
+        original = base[kind]
+
+        def handle(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+            session = session_of(channel)
+            guard = session.guard
+            if guard is None:
+                return original(channel, pkttype, pktid, packet)
+            return guard.channel_data(session, skip, original, channel, pkttype, pktid, packet)
+
+        return handle
+
+    original_request = base[MSG_CHANNEL_REQUEST]
+
+    def on_request(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+        guard = session_of(channel).guard
+        if guard is None:
+            return original_request(channel, pkttype, pktid, packet)
+        return guard.channel_request(original_request, channel, pkttype, pktid, packet)
+
+    original_adjust = base[MSG_CHANNEL_WINDOW_ADJUST]
+
+    def on_adjust(channel: Any, pkttype: int, pktid: int, packet: Any) -> Any:
+        guard = session_of(channel).guard
+        if guard is None:
+            return original_adjust(channel, pkttype, pktid, packet)
+        return guard.window_adjust(original_adjust, channel, pkttype, pktid, packet)
+
+    handlers[MSG_CHANNEL_WINDOW_ADJUST] = on_adjust
+    handlers[MSG_CHANNEL_DATA] = on_data(MSG_CHANNEL_DATA, 0)
+    handlers[MSG_CHANNEL_EXTENDED_DATA] = on_data(MSG_CHANNEL_EXTENDED_DATA, 4)
+    handlers[MSG_CHANNEL_REQUEST] = on_request
+    return handlers

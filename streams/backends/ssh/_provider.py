@@ -1,10 +1,12 @@
 """The provider of one SSH connection: streams as channels, in both directions.
 
-The dialling side opens streams as ``direct-streamlocal`` channels to
-:data:`~._codec.STREAM_PATH` (or ``direct-tcpip`` when the headers name a destination);
-the accepting side opens them as ``forwarded-streamlocal`` channels on the same path,
-which the dialling side asked for with a ``streamlocal-forward`` request when it connected.
-A control channel carries Go Away and pings. See ``docs/ssh.md``.
+Both sides open streams as channels of our own type, :data:`~._codec.STREAM_CHANNEL`
+(``_streamchannel``: the headers in the open request, the answer in its confirmation), or
+as ``direct-tcpip`` when the headers name a destination; the accepting side opens streams
+only once the dialling side said it takes them (a ``streamlocal-forward`` request for
+:data:`~._codec.STREAM_PATH`). Streams that a peer of the first version opens in-band
+(``direct-streamlocal`` or ``forwarded-streamlocal`` to that path) are still accepted. A
+control channel carries Go Away and pings. See ``docs/ssh.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..._core.headers import Headers
 from ..._core.mux import MuxProvider, MuxSettings
 from ..._core.stream import MuxStream
 from ._bridge import Bridge
-from ._channel import ChannelKind, ChannelSession, ControlSession, translate_error, watch_eof
+from ._channel import ChannelKind, ChannelSession, translate_error, watch_eof
 from ._codec import (
     CONTROL_PATH,
     GOAWAY,
@@ -58,7 +60,10 @@ from ._config import (
     SSHAttribute,
     SSHSettings,
 )
+from ._control import ControlSession
+from ._keepalive import lazy_keepalive
 from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
+from ._streamchannel import accept_open, install, send_open
 
 __all__ = ["SSHProvider"]
 
@@ -86,6 +91,9 @@ class SSHProvider(MuxProvider):
     """
 
     backend_name = "ssh"
+    #: an open is sent without waiting for anything: an open that does not wait for the
+    #: answer needs the checkpoint
+    write_open_checkpoints = False
 
     def __init__(
         self,
@@ -143,6 +151,8 @@ class SSHProvider(MuxProvider):
             self.loop = None  # trio: learnt in _start, through the bridge
         username = conn.get_extra_info("username")
         self.user = str(username) if username is not None else None
+        install(conn, lambda data: accept_open(self, data))
+        lazy_keepalive(conn)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
@@ -175,8 +185,9 @@ class SSHProvider(MuxProvider):
             raise translate_error(exc, "asking the ssh peer for its streams failed") from exc
 
     def _reverse_session(self) -> ChannelSession:
+        # a streams peer that opens its streams as forwarded-streamlocal channels
         with self.bridge.callback():
-            return ChannelSession(self, ChannelKind.STREAMS, opener=False)
+            return ChannelSession(self, ChannelKind.INBAND, opener=False)
 
     def control_opened(self, control: ControlSession) -> None:
         """The control channel is open (either side)."""
@@ -248,7 +259,8 @@ class SSHProvider(MuxProvider):
             send_window=MAX_WINDOW,
             receive_window=window,
             max_receive_window=window,
-            max_frame=self.settings.max_frame_size,
+            # asyncssh cuts writes into packets itself: a larger unit only saves calls
+            max_frame=max(self.settings.max_frame_size, self.ssh_settings.write_buffer),
         )
 
     def create_local_stream(self, headers: Headers) -> MuxStream:
@@ -278,8 +290,22 @@ class SSHProvider(MuxProvider):
                 session.open_frame = encode_open(stream.headers.items())
             except CodecError as exc:
                 raise ValueError(f"the stream's headers are too large: {exc}") from None
+            if self.client or self._reverse_ready.is_set():
+                send_open(self, session)
+                return
         self.task_group.start_soon(self._open_channel, session)
-        await anyio.lowlevel.checkpoint()
+
+    def open_failed(self, session: ChannelSession, code: int, reason: str) -> None:
+        """The peer refused to open the channel of *session*'s stream."""
+        stream = session.stream
+        if stream is not None:
+            stream.on_rejected(
+                StreamRejected(
+                    Headers({OPEN_FAILURE_HEADER: str(code)}),
+                    reason or "the SSH peer refused the channel",
+                    retryable=code == asyncssh.OPEN_RESOURCE_SHORTAGE,
+                )
+            )
 
     async def _open_channel(self, session: ChannelSession) -> None:
         stream = session.stream
@@ -302,15 +328,11 @@ class SSHProvider(MuxProvider):
                 )
                 stream.on_accepted(Headers({CHANNEL_HEADER: ChannelKind.TCP.value}))
                 return
-            if not self.client:
-                with anyio.fail_after(self.settings.open_timeout or float("inf")):
-                    await self._reverse_ready.wait()
-            unix = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
-            watch_eof(unix, session)
-            if self.client:
-                await self.bridge.run(unix.connect, lambda: session, STREAM_PATH)
-            else:
-                await self.bridge.run(unix.accept, lambda: session, STREAM_PATH)
+            # the server's first streams, before the client said it takes them
+            with anyio.fail_after(self.settings.open_timeout or float("inf")):
+                await self._reverse_ready.wait()
+            if not stream.finished:
+                send_open(self, session)
         except asyncssh.ChannelOpenError as exc:
             stream.on_rejected(
                 StreamRejected(
@@ -352,6 +374,7 @@ class SSHProvider(MuxProvider):
             self._stamp_user(headers)
         stream = self._new_stream(headers, local=False)
         self.sessions[stream.stream_id] = session
+        session.stream = stream
         self.incoming(stream)
         return stream
 
@@ -419,7 +442,10 @@ class SSHProvider(MuxProvider):
         except CodecError:
             frame = encode_reply(accepted=True)
             logger.warning("response headers of stream %s too large; sent none", stream)
-        session.write_raw(frame)
+        if session.kind is ChannelKind.STREAMS:
+            session.answer_with(frame)
+        else:
+            session.write_raw(frame)
 
     def write_reject(self, stream: MuxStream, rejection: StreamRejected) -> None:
         session = self.sessions.get(stream.stream_id)
@@ -445,7 +471,10 @@ class SSHProvider(MuxProvider):
             )
         except CodecError:
             frame = encode_reply(accepted=False, reason=rejection.reason, code=int(rejection.code))
-        session.write_raw(frame)
+        if session.kind is ChannelKind.STREAMS:
+            session.answer_with(frame)
+        else:
+            session.write_raw(frame)
         session.finish()
 
     def write_goaway(self) -> None:
