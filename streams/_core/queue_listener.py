@@ -28,8 +28,16 @@ class QueueListener(Listener):
         self.closed = False
         #: resolved on the first accept (a listener may be built outside its event loop)
         self._ops: LoopOps | None = None
-        #: while :meth:`serve` runs: starts a stream's handler task, ``False`` if it cannot
+        #: while :meth:`serve` runs (or :meth:`forward_to` is set): takes a stream as it is
+        #: accepted, instead of the queue; ``False`` if it cannot (the queue takes it then)
         self._serving: Callable[[Stream], bool] | None = None
+
+    def forward_to(self, take: Callable[[Stream], bool] | None) -> None:
+        """Hand each stream accepted from now on to *take* as it is accepted (from the
+        task that accepted it), rather than queueing it for :meth:`accept`, whenever
+        nothing waits in the queue; a stream that *take* refuses (``False``), and errors,
+        are queued as before. ``None`` stops forwarding."""
+        self._serving = take
 
     def _put(self, item: Stream | BaseException) -> None:
         serving = self._serving

@@ -184,6 +184,11 @@ class ConnectionServer(StreamServer):
                 self._providers.add(provider)
                 try:
                     listener = provider.listen(self._handler)
+                    if isinstance(listener, QueueListener):
+                        # accepted streams go straight to the server's listener (and on
+                        # to its serve()), without waking this task for each; what the
+                        # server's backlog refuses still comes through accept() below
+                        listener.forward_to(self._merged.feed)
                     while True:
                         try:
                             stream = await listener.accept()
