@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, cast
 
+import anyio
+
+from ..._core.errors import StreamClosed
 from ..._core.headers import Headers
-from ..._core.stream import MuxStream, StreamOwner
+from ..._core.stream import AcceptState, MuxStream, StreamOwner
 
 __all__ = ["Http2Stream"]
 
@@ -38,6 +41,34 @@ class Http2Stream(MuxStream):
         # data bytes that arrived, and those whose connection-level credit went back
         self.data_arrived = 0
         self.data_credited = 0
+
+    async def accepted(self) -> Headers:
+        # as MuxStream's, but a wait for the answer is this call's checkpoint: an open
+        # that waited does not yield again (a loop iteration) before it returns
+        waited = False
+        while True:
+            if self.accept_state is AcceptState.ACCEPTED:
+                assert self._response_headers is not None
+                if not waited:
+                    await self._ops.checkpoint()
+                return self._response_headers
+            if self._rejection is not None:
+                raise self._rejection
+            self._raise_if_broken()
+            if self._closed:
+                raise StreamClosed()
+            event = self._accepted_event = self._accepted_event or self._ops.event()
+            await event.wait()
+            waited = True
+
+    async def send_eof(self) -> None:
+        # queued before this task yields, so that it leaves with the data just sent (one
+        # write and one read for both) instead of in a write of its own
+        if self._sending:
+            raise anyio.BusyResourceError("sending to")
+        await self._ops.checkpoint_if_cancelled()
+        self._write_eof()
+        await self._ops.cancel_shielded_checkpoint()
 
     def end_with_headers(self) -> None:
         """Record that the request's HEADERS carried END_STREAM: no more to send."""

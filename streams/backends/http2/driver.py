@@ -86,6 +86,9 @@ class Http2Provider(MuxProvider):
     """
 
     backend_name = "http2"
+    # an open that waits for the answer blocks there; MuxProvider adds a checkpoint to one
+    # that does not, so the HEADERS are queued before this task first yields
+    write_open_checkpoints = False
 
     def __init__(
         self,
@@ -109,7 +112,8 @@ class Http2Provider(MuxProvider):
         self._out = Outbound(
             self._sender,
             high_water=max(1 << 20, settings.max_frame_size * 4),
-            turn_bytes=settings.max_frame_size,
+            # a writer queues a whole chunk's frames per turn (see write_data)
+            turn_bytes=max(STREAM_CHUNK, settings.max_frame_size),
         )
         self._writer_done = anyio.Event()
         self._scheme = settings.default_scheme or scheme
@@ -187,7 +191,7 @@ class Http2Provider(MuxProvider):
                 self._teardown(ConnectionLost(f"reading from the connection failed: {exc}"))
                 return
             try:
-                events = self._conn.receive_data(data, anyio.current_time())
+                events = self._conn.receive_data(data, self.loop_ops.current_time())
             except _H2_ERRORS as exc:
                 exceeded = limit_exceeded(exc, self.h2_settings)
                 if exceeded is not None:
@@ -424,7 +428,6 @@ class Http2Provider(MuxProvider):
         if end:
             stream.end_with_headers()
         self._flush()
-        await anyio.lowlevel.checkpoint()
 
     def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
         try:
@@ -464,6 +467,7 @@ class Http2Provider(MuxProvider):
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         stream_id = stream.stream_id
+        conn = self._conn
         view = data
         while view:
             stream._check_sendable()
@@ -471,24 +475,28 @@ class Http2Provider(MuxProvider):
                 self.check_can_open()
                 raise ConnectionLost("the connection is closed")
             try:
-                window = self._conn.local_flow_control_window(stream_id)
+                window = conn.local_flow_control_window(stream_id)
             except _H2_ERRORS:
                 window = 0
                 stream._check_sendable()
-            size = min(len(view), window, self._conn.max_outbound_frame_size)
+            size = min(len(view), window)
             if size <= 0:
                 waiter = self._send_waiters.get(stream_id)
                 if waiter is None:
-                    waiter = self._send_waiters[stream_id] = anyio.Event()
+                    waiter = self._send_waiters[stream_id] = self.loop_ops.event()
                 await waiter.wait()
                 continue
+            # every frame the window allows now, then one write and one wait: the writer
+            # sends the chunk in one go instead of a frame per turn
+            frame_size = conn.max_outbound_frame_size
             try:
-                self._conn.send_data(stream_id, view[:size].tobytes())
+                for start in range(0, size, frame_size):
+                    conn.send_data(stream_id, view[start : min(start + frame_size, size)].tobytes())
+                    self._flush()
             except _H2_ERRORS as exc:
                 stream._check_sendable()
                 raise ConnectionLost(f"stream {stream_id} cannot send: {exc}") from exc
             view = view[size:]
-            self._flush()
             await self._out.drain()
 
     def write_eof(self, stream: MuxStream) -> None:
