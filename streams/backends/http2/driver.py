@@ -339,10 +339,10 @@ class Http2Provider(MuxProvider):
             event.set()
 
     def _flush(self) -> None:
-        data = self._conn.data_to_send()
-        if data:
-            self._out.write(data)
-            self._answers.queued(len(data), self._conn.take_answer_count())
+        chunks = self._conn.take_chunks()
+        if chunks:
+            self._out.write(*chunks)
+            self._answers.queued(sum(map(len, chunks)), self._conn.take_answer_count())
 
     # -- opening ---------------------------------------------------------------------------
 
