@@ -10,6 +10,7 @@ import anyio
 from ..._core.errors import StreamClosed
 from ..._core.headers import Headers
 from ..._core.stream import AcceptState, MuxStream, StreamOwner
+from ..._core.transport import CoalescingBuffer
 
 __all__ = ["Http2Stream"]
 
@@ -20,6 +21,10 @@ JOINED_CHUNK = 16 * 1024
 
 
 class _CreditSink(StreamOwner, Protocol):
+    @property
+    def output(self) -> CoalescingBuffer:
+        """The connection's outbound queue."""
+
     def return_connection_credit(self, size: int) -> None:
         """Give the peer back *size* bytes of connection-level window."""
 
@@ -62,13 +67,28 @@ class Http2Stream(MuxStream):
             waited = True
 
     async def send_eof(self) -> None:
-        # queued before this task yields, so that it leaves with the data just sent (one
-        # write and one read for both) instead of in a write of its own
+        # the end leaves in the same write as the data before it (one write and one read
+        # for both) instead of after a turn of the writer; both ways raise Cancelled only
+        # if the end was not sent, and which is cheaper depends on the event loop (as the
+        # framer's streams do it)
         if self._sending:
             raise anyio.BusyResourceError("sending to")
-        await self._ops.checkpoint_if_cancelled()
-        self._write_eof()
-        await self._ops.cancel_shielded_checkpoint()
+        ops = self._ops
+        if ops.shield_is_costly:
+            # yield first, telling the writer the end is coming
+            out = self._provider.output
+            out.expected += 1
+            try:
+                await ops.checkpoint()
+            finally:
+                out.expected -= 1
+            self._write_eof()
+        else:
+            # trio's idiom: give up only if already cancelled, queue the end, then yield
+            # without being cancellable
+            await ops.checkpoint_if_cancelled()
+            self._write_eof()
+            await ops.cancel_shielded_checkpoint()
 
     def end_with_headers(self) -> None:
         """Record that the request's HEADERS carried END_STREAM: no more to send."""

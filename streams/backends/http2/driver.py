@@ -338,10 +338,20 @@ class Http2Provider(MuxProvider):
         for _, event in self._pings.values():
             event.set()
 
-    def _flush(self) -> None:
+    @property
+    def output(self) -> Outbound:
+        """The connection's outbound queue."""
+        return self._out
+
+    def _flush(self, *, more: bool = False) -> None:
+        """Hand what h2 queued to the writer; *more* if it is data that its writer often
+        follows with more at its next turn (see CoalescingBuffer.write_more)."""
         chunks = self._conn.take_chunks()
         if chunks:
-            self._out.write(*chunks)
+            if more:
+                self._out.write_more(*chunks)
+            else:
+                self._out.write(*chunks)
             self._answers.queued(sum(map(len, chunks)), self._conn.take_answer_count())
 
     # -- opening ---------------------------------------------------------------------------
@@ -492,7 +502,7 @@ class Http2Provider(MuxProvider):
             try:
                 for start in range(0, size, frame_size):
                     conn.send_data(stream_id, view[start : min(start + frame_size, size)].tobytes())
-                    self._flush()
+                    self._flush(more=True)
             except _H2_ERRORS as exc:
                 stream._check_sendable()
                 raise ConnectionLost(f"stream {stream_id} cannot send: {exc}") from exc
