@@ -372,7 +372,10 @@ class Http2Provider(MuxProvider):
 
     async def _wait_for_slot(self) -> None:
         """Wait while the peer's ``SETTINGS_MAX_CONCURRENT_STREAMS`` is reached."""
-        if self._conn.open_outbound_streams < self._conn.remote_settings.max_concurrent_streams:
+        limit = self._conn.remote_settings.max_concurrent_streams
+        # h2 counts its open streams by walking all of them; every stream it counts is one
+        # of ours until h2 closes it (a client has no others), so ours bound its count
+        if len(self.streams) < limit or self._conn.open_outbound_streams < limit:
             return
         timeout = self.settings.open_timeout
         try:
