@@ -483,6 +483,10 @@ class Http2Provider(MuxProvider):
         conn = self._conn
         view = data
         while view:
+            # this call's checkpoint (and its turn when the connection's output is full)
+            # comes before the frames are queued: they then leave with what this task
+            # queues next (its END_STREAM) instead of after another turn of the writer
+            await self._out.drain()
             stream._check_sendable()
             if self._torn_down:
                 self.check_can_open()
@@ -510,7 +514,6 @@ class Http2Provider(MuxProvider):
                 stream._check_sendable()
                 raise ConnectionLost(f"stream {stream_id} cannot send: {exc}") from exc
             view = view[size:]
-            await self._out.drain()
 
     def write_eof(self, stream: MuxStream) -> None:
         if isinstance(stream, Http2Stream) and stream.ended_with_headers:
