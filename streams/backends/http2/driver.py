@@ -1,5 +1,6 @@
-"""The anyio driver that runs h2 on a byte stream: one reader task, one writer task,
-optional keepalive, and the mapping of h2 events onto :class:`MuxStream` objects.
+"""The anyio driver that runs h2 on a byte stream: one reader task, one writer task and
+optional keepalive; the mapping of h2's events onto :class:`MuxStream` objects is in
+``_inbound``.
 
 Flow control, receiving: each stream's :class:`~streams._core.flow.ReceiveWindow` decides
 when the application has read enough to grant credit, and the grant goes to h2 for the
@@ -10,7 +11,6 @@ connection windows allow each frame, so ``send`` waits instead of buffering.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -19,10 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import h2.events
-import h2.exceptions
 import hpack
-import hyperframe.exceptions
 from anyio.abc import TaskGroup
 
 from ..._core.errors import (
@@ -38,8 +35,7 @@ from ..._core.errors import (
 from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers, HeadersLike
 from ..._core.limits import FloodGuard, log_limit_exceeded
-from ..._core.mux import MuxProvider
-from ..._core.stream import AcceptState, MuxStream
+from ..._core.stream import MuxStream
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
 from ._codec_limits import HEADER_BLOCK_SLACK, AnswerQueue, InboundLimits
@@ -53,6 +49,7 @@ from ._guard import (
     linger,
     peer_name,
 )
+from ._inbound import H2_ERRORS, Http2Events
 from ._stream import Http2Stream
 from .settings import Http2Settings
 
@@ -65,10 +62,8 @@ READ_SIZE = 256 * 1024
 #: the largest chunk MuxStream hands to write_data; split into frames here
 STREAM_CHUNK = 256 * 1024
 
-_H2_ERRORS = (h2.exceptions.H2Error, hpack.HPACKError, hyperframe.exceptions.HyperframeError)
 
-
-class Http2Provider(MuxProvider):
+class Http2Provider(Http2Events):
     """One HTTP/2 connection, client or server side, as a
     :class:`~streams.StreamProvider`. An async context manager.
 
@@ -192,7 +187,7 @@ class Http2Provider(MuxProvider):
                 return
             try:
                 events = self._conn.receive_data(data, self.loop_ops.current_time())
-            except _H2_ERRORS as exc:
+            except H2_ERRORS as exc:
                 exceeded = limit_exceeded(exc, self.h2_settings)
                 if exceeded is not None:
                     self._close_for_limit(exceeded)
@@ -276,7 +271,7 @@ class Http2Provider(MuxProvider):
         self._pings[opaque] = (anyio.current_time(), event)
         try:
             self._conn.ping(opaque)
-        except _H2_ERRORS as exc:
+        except H2_ERRORS as exc:
             self._pings.pop(opaque, None)
             raise ConnectionLost(f"cannot send a PING: {exc}") from exc
         self._flush()
@@ -394,11 +389,6 @@ class Http2Provider(MuxProvider):
                 f"the peer's limit of concurrent streams stayed reached for {timeout} s"
             ) from None
 
-    def _wake_slot(self) -> None:
-        waiter, self._slot_waiter = self._slot_waiter, None
-        if waiter is not None:
-            waiter.set()
-
     def _new_stream(self, stream_id: int, headers: Headers, *, local: bool) -> Http2Stream:
         settings = self.settings
         return Http2Stream(
@@ -419,7 +409,7 @@ class Http2Provider(MuxProvider):
         request = _mapping.request_headers(headers, scheme=self._scheme, authority=self._authority)
         try:
             stream_id = self._conn.get_next_available_stream_id()
-        except _H2_ERRORS:
+        except H2_ERRORS:
             # 2**30 streams on one connection: a new connection is needed
             going = GoingAway("this connection has used every stream id", last_stream_id=0)
             self.on_goaway(going)
@@ -435,7 +425,7 @@ class Http2Provider(MuxProvider):
         end = stream.request[0][1] in _mapping.BODYLESS_METHODS
         try:
             self._conn.send_headers(stream.stream_id, stream.request, end_stream=end)
-        except _H2_ERRORS as exc:
+        except H2_ERRORS as exc:
             self.check_can_open()
             raise ConnectionLost(f"cannot open a stream: {exc}") from exc
         if end:
@@ -493,7 +483,7 @@ class Http2Provider(MuxProvider):
                 raise ConnectionLost("the connection is closed")
             try:
                 window = conn.local_flow_control_window(stream_id)
-            except _H2_ERRORS:
+            except H2_ERRORS:
                 window = 0
                 stream._check_sendable()
             size = min(len(view), window)
@@ -510,7 +500,7 @@ class Http2Provider(MuxProvider):
                 for start in range(0, size, frame_size):
                     conn.send_data(stream_id, view[start : min(start + frame_size, size)].tobytes())
                     self._flush(more=True)
-            except _H2_ERRORS as exc:
+            except H2_ERRORS as exc:
                 stream._check_sendable()
                 raise ConnectionLost(f"stream {stream_id} cannot send: {exc}") from exc
             view = view[size:]
@@ -548,7 +538,7 @@ class Http2Provider(MuxProvider):
             return
         try:
             action()
-        except _H2_ERRORS as exc:
+        except H2_ERRORS as exc:
             logger.debug("stream %s: h2 refused a frame: %r", stream.stream_id, exc)
         self._flush()
 
@@ -556,7 +546,7 @@ class Http2Provider(MuxProvider):
         """Run an h2 call about the whole connection; h2 may already consider it closed."""
         try:
             action()
-        except _H2_ERRORS as exc:
+        except H2_ERRORS as exc:
             logger.debug("h2 refused a connection frame: %r", exc)
         self._flush()
 
@@ -571,165 +561,6 @@ class Http2Provider(MuxProvider):
             credit, self._connection_credit = self._connection_credit, 0
             try:
                 self._conn.increment_flow_control_window(credit)
-            except _H2_ERRORS as exc:
+            except H2_ERRORS as exc:
                 logger.debug("connection credit of %s refused by h2: %r", credit, exc)
             self._flush()
-
-    def _wake_sender(self, stream_id: int) -> None:
-        waiter = self._send_waiters.pop(stream_id, None)
-        if waiter is not None:
-            waiter.set()
-
-    # -- what arrives ----------------------------------------------------------------------
-
-    def _stream(self, stream_id: int) -> Http2Stream | None:
-        stream = self.streams.get(stream_id)
-        return stream if isinstance(stream, Http2Stream) else None
-
-    def _handle(self, event: h2.events.Event) -> None:
-        if isinstance(event, h2.events.DataReceived):
-            self._on_data(event)
-        elif isinstance(event, h2.events.WindowUpdated):
-            if event.stream_id:
-                self._wake_sender(event.stream_id)
-            else:
-                for stream_id in list(self._send_waiters):
-                    self._wake_sender(stream_id)
-        elif isinstance(event, h2.events.RequestReceived):
-            self._on_request(event)
-        elif isinstance(event, h2.events.ResponseReceived):
-            self._on_response(event)
-        elif isinstance(event, h2.events.StreamEnded):
-            stream = self._stream(event.stream_id or 0)
-            if stream is not None:
-                stream.on_eof()
-            self._wake_slot()
-        elif isinstance(event, h2.events.StreamReset):
-            self._on_reset(event)
-        elif isinstance(event, h2.events.TrailersReceived):
-            stream = self._stream(event.stream_id or 0)
-            if stream is not None:
-                stream.trailers = Headers(_pairs(event.headers))
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            for stream_id in list(self._send_waiters):
-                self._wake_sender(stream_id)
-            self._wake_slot()
-        elif isinstance(event, h2.events.PingAckReceived):
-            self._on_ping_ack(event.ping_data or b"")
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self._on_goaway(event)
-
-    def _on_data(self, event: h2.events.DataReceived) -> None:
-        stream_id = event.stream_id or 0
-        data = event.data or b""
-        controlled = event.flow_controlled_length or 0
-        padding = controlled - len(data)
-        stream = self._stream(stream_id)
-        if stream is None or stream.finished:
-            # nobody will read it: give the credit back at once
-            self.return_connection_credit(controlled)
-            return
-        if padding:
-            self.return_connection_credit(padding)
-            self._call(stream, lambda: self._conn.increment_flow_control_window(padding, stream_id))
-        stream.data_arrived += len(data)
-        stream.on_data(data)
-        if stream.finished or stream.is_closed:
-            self.return_connection_credit(stream.data_arrived - stream.data_credited)
-            stream.data_credited = stream.data_arrived
-
-    def _on_request(self, event: h2.events.RequestReceived) -> None:
-        stream_id = event.stream_id or 0
-        stream = self._new_stream(stream_id, Headers(_pairs(event.headers)), local=False)
-        settings = self.settings
-        if len(stream.headers) > settings.max_headers:
-            # the block was decoded (HPACK stays in step), so refusing the stream is enough
-            self.streams[stream_id] = stream
-            self._incoming_count += 1
-            self._refuse_for_limit(
-                stream,
-                "max_headers",
-                f"{len(stream.headers)} headers, more than {settings.max_headers}",
-                status="431",
-            )
-            return
-        if self._incoming_count >= settings.max_incoming_streams:
-            self._refusals.log(
-                logger,
-                stream_id,
-                "max_incoming_streams",
-                f"more than {settings.max_incoming_streams} streams at once",
-            )
-        self.incoming(stream)
-
-    def _refuse_for_limit(self, stream: MuxStream, limit: str, why: str, *, status: str) -> None:
-        self._refusals.log(logger, stream.stream_id, limit, why)
-        rejection = StreamRejected(Headers({":status": status}), why, code=ErrorCode.REFUSED_STREAM)
-        self._reject(stream, rejection)
-
-    def _on_response(self, event: h2.events.ResponseReceived) -> None:
-        stream_id = event.stream_id or 0
-        stream = self._stream(stream_id)
-        if stream is None:
-            return
-        headers = Headers(_pairs(event.headers))
-        if _mapping.is_accepted(headers.get(":status", "")):
-            stream.on_accepted(headers)
-            return
-        stream.on_rejected(_mapping.rejection_from_response(headers))
-        # the rejection ends our direction too, so the stream stops counting as open
-        with contextlib.suppress(*_H2_ERRORS):
-            self._conn.reset_stream(stream_id, ErrorCode.CANCEL)
-
-    def _on_reset(self, event: h2.events.StreamReset) -> None:
-        stream_id = event.stream_id or 0
-        code = int(event.error_code or 0)
-        stream = self._stream(stream_id)
-        self._wake_sender(stream_id)
-        self._wake_slot()
-        if stream is None:
-            return
-        if stream.local and stream.accept_state is AcceptState.PENDING:
-            retryable = code == ErrorCode.REFUSED_STREAM
-            reason = "refused" if retryable else f"reset before a response ({code})"
-            stream.on_rejected(StreamRejected(Headers(), reason, code=code, retryable=retryable))
-            return
-        stream.on_reset(code)
-
-    def _on_ping_ack(self, opaque: bytes) -> None:
-        pending = self._pings.pop(opaque, None)
-        if pending is None:
-            return
-        sent_at, event = pending
-        rtt = anyio.current_time() - sent_at
-        self._rtt = rtt
-        self._ping_results[opaque] = rtt
-        event.set()
-
-    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
-        code = int(event.error_code or 0)
-        last = event.last_stream_id or 0
-        debug = (event.additional_data or b"").decode("utf-8", "replace")
-        if code != ErrorCode.NO_ERROR:
-            message = f"the peer closed the connection with {ErrorCode.coerce(code)!r}"
-            self._teardown(ProtocolError(f"{message}: {debug}" if debug else message, code))
-            return
-        going = GoingAway(
-            f"the peer is going away; streams above {last} were not processed",
-            code=code,
-            last_stream_id=last,
-        )
-        self.on_goaway(going)
-        for stream in list(self.streams.values()):
-            if stream.local and stream.stream_id > last:
-                stream.on_connection_lost(going)
-        self._wake_slot()
-
-
-def _pairs(headers: Any) -> list[tuple[str, str]]:
-    out = []
-    for name, value in headers or ():
-        name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        value = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        out.append((name, value))
-    return out
