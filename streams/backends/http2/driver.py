@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -186,7 +187,9 @@ class Http2Provider(Http2Events):
                 self._teardown(ConnectionLost(f"reading from the connection failed: {exc}"))
                 return
             try:
-                events = self._conn.receive_data(data, self.loop_ops.current_time())
+                # the flood limits' clock: any monotonic one (the buckets start full), and
+                # this one costs no event-loop lookup (a getpid() on Python 3.11's asyncio)
+                events = self._conn.receive_data(data, time.monotonic())
             except H2_ERRORS as exc:
                 exceeded = limit_exceeded(exc, self.h2_settings)
                 if exceeded is not None:
