@@ -138,6 +138,12 @@ class Http2Provider(Http2Events):
         self._pings: dict[bytes, tuple[float, anyio.Event]] = {}
         self._ping_results: dict[bytes, float] = {}
         self._torn_down = False
+        # a chunk's DATA frames go to the writer as one string on trio, whose socket
+        # writes from a view of it until done: a quarter of the sends for one copy. On
+        # asyncio and uvloop, whose transports copy what the kernel did not take at once,
+        # a large write costs more than the sends it saves (256 MiB bulk, CPU per MiB:
+        # trio 1,200 -> 1,110 us joined; asyncio 1,430 -> 1,930, uvloop 1,140 -> 1,400)
+        self._join_frames = not self.loop_ops.shield_is_costly
         # set once a connection closed for a limit has lingered
         self._lingering: anyio.Event | None = None
 
@@ -502,10 +508,18 @@ class Http2Provider(Http2Events):
             try:
                 for start in range(0, size, frame_size):
                     conn.send_data(stream_id, view[start : min(start + frame_size, size)].tobytes())
-                    self._flush(more=True)
+                    if not self._join_frames:
+                        self._flush(more=True)
             except H2_ERRORS as exc:
+                self._flush()
                 stream._check_sendable()
                 raise ConnectionLost(f"stream {stream_id} cannot send: {exc}") from exc
+            if self._join_frames:
+                chunks = conn.take_chunks()
+                if chunks:
+                    joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                    self._out.write_more(joined)
+                    self._answers.queued(len(joined), conn.take_answer_count())
             view = view[size:]
 
     def write_eof(self, stream: MuxStream) -> None:
