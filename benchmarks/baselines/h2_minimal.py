@@ -180,9 +180,12 @@ class _End:
         while view:
             allowed = min(self.h2.local_flow_control_window(stream_id), len(view))
             if allowed == 0:
+                # the event is taken before the flush yields: a WINDOW_UPDATE read meanwhile
+                # sets it, instead of replacing it unseen (the sender then waited forever)
+                opened = self.window_opened
                 await self.flush()
                 queued = 0
-                await self.window_opened.wait()
+                await opened.wait()
                 continue
             frame = min(allowed, self.h2.max_outbound_frame_size)
             self.h2.send_data(stream_id, view[:frame].tobytes())

@@ -11,15 +11,17 @@ ends right after it).
 from __future__ import annotations
 
 import base64
+import struct
 from typing import TYPE_CHECKING, Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, Event
-from h2.exceptions import FlowControlError, ProtocolError
+from h2.exceptions import FlowControlError, FrameDataMissingError, ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.settings import SettingCodes, Settings
+from hyperframe.exceptions import InvalidDataError, InvalidFrameError
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -54,6 +56,10 @@ class _QuietDataFrame(DataFrame):
 
 
 _HEADER_FRAGMENTS = frozenset({HeadersFrame, ContinuationFrame, PushPromiseFrame})
+#: a frame header: the length in 24 bits, the type, the flags and the stream id
+_FRAME_HEADER = struct.Struct(">HBBBL")
+_END_STREAM = 0x01
+_DATA = 0x0
 
 
 class _QuietFrameBuffer(FrameBuffer):
@@ -66,6 +72,28 @@ class _QuietFrameBuffer(FrameBuffer):
         self.now = 0.0
 
     def __next__(self) -> Any:
+        buffered = self._data
+        if len(buffered) >= 9 and buffered[3] == _DATA:
+            # h2 copies a frame's body out of the buffer before DataFrame copies the
+            # payload out of that copy; a DATA frame's payload is copied once here
+            try:
+                frame, length = Frame.parse_frame_header(memoryview(buffered[:9]))
+            except (InvalidDataError, InvalidFrameError) as exc:
+                raise ProtocolError(f"Received frame with invalid header: {exc!s}") from exc
+            if len(buffered) < length + 9:
+                raise StopIteration
+            self._validate_frame_length(length)
+            frame.__class__ = _QuietDataFrame
+            with memoryview(buffered) as view:
+                try:
+                    frame.parse_body(view[9 : 9 + length])
+                except InvalidDataError as exc:
+                    raise ProtocolError("Received frame with non-compliant data") from exc
+                except InvalidFrameError as exc:
+                    raise FrameDataMissingError("Frame data missing or invalid") from exc
+            del buffered[: 9 + length]
+            # a DATA frame inside a header block is an error raised here
+            return self._update_header_buffer(frame)
         frame = super().__next__()
         if type(frame) is DataFrame:
             frame.__class__ = _QuietDataFrame
@@ -95,6 +123,8 @@ class GracefulH2Connection(H2Connection):
         self.limits: InboundLimits | None = None
         #: frames other than DATA queued since :meth:`take_answer_count`
         self._answers = 0
+        # serialized frames not yet taken, in order (see take_chunks)
+        self._outbound: list[bytes] = []
         self._now = 0.0
         #: inside the handling of a received frame: what is queued now answers the peer
         self._answering = False
@@ -150,13 +180,54 @@ class GracefulH2Connection(H2Connection):
             self._answering = False
 
     def _prepare_for_sending(self, frames: list[Frame]) -> None:
+        # h2 serializes each frame, joins them, appends them to one buffer and copies that
+        # buffer out in data_to_send: four copies of every payload. Here each frame is
+        # one bytes object, kept in a list: a DATA frame's payload is copied once, and the
+        # writer hands a large frame to the transport as it is
+        outbound = self._outbound
+        if self._data_to_send:
+            # what h2 wrote to its buffer itself (the preface) goes first
+            outbound.append(bytes(self._data_to_send))
+            self._data_to_send = bytearray()
         for frame in frames:
-            if not isinstance(frame, DataFrame):
+            if type(frame) is DataFrame:
+                if "PADDED" not in frame.flags:
+                    data = frame.data
+                    size = len(data)
+                    flags = _END_STREAM if "END_STREAM" in frame.flags else 0
+                    header = _FRAME_HEADER.pack(size >> 8, size & 0xFF, 0, flags, frame.stream_id)
+                    outbound.append(header + data)
+                    continue
+            else:
                 self._answers += 1
                 if self._answering and self.limits is not None and type(frame) is RstStreamFrame:
                     # h2 resets a stream in answer to the peer's frame: a reset flood
                     self.limits.on_provoked_reset(self._now)
-        super()._prepare_for_sending(frames)
+            outbound.append(frame.serialize())
+
+    def take_chunks(self) -> list[bytes]:
+        """Take what is queued to send, as a list of byte strings to write in order."""
+        outbound = self._outbound
+        if self._data_to_send:
+            outbound.append(bytes(self._data_to_send))
+            self._data_to_send = bytearray()
+        if outbound:
+            self._outbound = []
+        return outbound
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        """As :meth:`h2.connection.H2Connection.data_to_send`."""
+        chunks = self.take_chunks()
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if amount is not None and len(data) > amount:
+            self._outbound.append(data[amount:])
+            data = data[:amount]
+        return data
+
+    def clear_outbound_data_buffer(self) -> None:
+        """As :meth:`h2.connection.H2Connection.clear_outbound_data_buffer`."""
+        super().clear_outbound_data_buffer()
+        self._outbound = []
 
     def _receive_data_frame(self, frame: DataFrame) -> tuple[list[Any], list[Any]]:
         connection_window = self._inbound_flow_control_window_manager.current_window_size
