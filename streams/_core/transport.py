@@ -371,9 +371,18 @@ class CoalescingBuffer(OutboundBuffer):
 
     :param turn_bytes: about how much one writer queues per turn (a data frame), so that
         each time the queue is taken, enough writers are let in to refill it
+    :param direct_to: the stream :meth:`flush` may write to directly, when *stream* is a
+        wrapper around it that sees only the writer task's sends
     """
 
-    def __init__(self, stream: anyio.abc.ByteStream, high_water: int, *, turn_bytes: int) -> None:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        high_water: int,
+        *,
+        turn_bytes: int,
+        direct_to: anyio.abc.ByteStream | None = None,
+    ) -> None:
         super().__init__(stream, high_water)
         self._turns: deque[anyio.Event] = deque()
         self._batch = max(1, high_water // turn_bytes)
@@ -381,7 +390,9 @@ class CoalescingBuffer(OutboundBuffer):
         # (write_deferrable), and whether anything else is queued
         self._holds: list[Callable[[], bool]] = []
         self._urgent = False
-        self._direct = direct_writer(stream)
+        # a wrapper that only watches the writer's sends may name the socket stream under
+        # it: writes that never wait need no watching
+        self._direct = direct_writer(direct_to if direct_to is not None else stream)
         #: ``True`` while the writer task holds chunks it took but has not sent yet
         self._sending = False
         # where the loop can run a plain callback at its next turn (asyncio), the writer

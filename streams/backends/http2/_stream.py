@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, cast
 
-import anyio
-
-from ..._core.errors import StreamClosed
 from ..._core.headers import Headers
-from ..._core.stream import AcceptState, MuxStream, StreamOwner
+from ..._core.stream import MuxStream, StreamOwner
 from ..._core.transport import CoalescingBuffer
 
 __all__ = ["Http2Stream"]
@@ -56,49 +53,6 @@ class Http2Stream(MuxStream):
         # data bytes that arrived, and those whose connection-level credit went back
         self.data_arrived = 0
         self.data_credited = 0
-
-    async def accepted(self) -> Headers:
-        # as MuxStream's, but a wait for the answer is this call's checkpoint: an open
-        # that waited does not yield again (a loop iteration) before it returns
-        waited = False
-        while True:
-            if self.accept_state is AcceptState.ACCEPTED:
-                assert self._response_headers is not None
-                if not waited:
-                    await self._ops.checkpoint()
-                return self._response_headers
-            if self._rejection is not None:
-                raise self._rejection
-            self._raise_if_broken()
-            if self._closed:
-                raise StreamClosed()
-            event = self._accepted_event = self._accepted_event or self._ops.event()
-            await event.wait()
-            waited = True
-
-    async def send_eof(self) -> None:
-        # the end leaves in the same write as the data before it (one write and one read
-        # for both) instead of after a turn of the writer; both ways raise Cancelled only
-        # if the end was not sent, and which is cheaper depends on the event loop (as the
-        # framer's streams do it)
-        if self._sending:
-            raise anyio.BusyResourceError("sending to")
-        ops = self._ops
-        if ops.shield_is_costly:
-            # yield first, telling the writer the end is coming
-            out = self._provider.output
-            out.expected += 1
-            try:
-                await ops.checkpoint()
-            finally:
-                out.expected -= 1
-            self._write_eof()
-        else:
-            # trio's idiom: give up only if already cancelled, queue the end, then yield
-            # without being cancellable
-            await ops.checkpoint_if_cancelled()
-            self._write_eof()
-            await ops.cancel_shielded_checkpoint()
 
     def end_with_headers(self) -> None:
         """Record that the request's HEADERS carried END_STREAM: no more to send."""

@@ -110,6 +110,7 @@ class Http2Provider(Http2Events):
             high_water=max(1 << 20, settings.max_frame_size * 4),
             # a writer queues a whole chunk's frames per turn (see write_data)
             turn_bytes=max(STREAM_CHUNK, settings.max_frame_size),
+            direct_to=transport,
         )
         self._writer_done = anyio.Event()
         self._scheme = settings.default_scheme or scheme
@@ -224,6 +225,8 @@ class Http2Provider(Http2Events):
                 self._teardown(error)
                 return
             self._flush()
+            # the answers to what arrived leave before the reader waits again
+            self._out.flush()
             if self._torn_down:
                 return
             self._answers.taken(self._out.queued)
@@ -342,20 +345,21 @@ class Http2Provider(Http2Events):
         for _, event in self._pings.values():
             event.set()
 
+    def flush(self) -> None:
+        self._out.flush()
+
     @property
     def output(self) -> Outbound:
         """The connection's outbound queue."""
         return self._out
 
     def _flush(self, *, more: bool = False) -> None:
-        """Hand what h2 queued to the writer; *more* if it is data that its writer often
-        follows with more at its next turn (see CoalescingBuffer.write_more)."""
+        """Hand what h2 queued to the writer (*more*: data, which its sender may follow
+        with more before it waits; kept for the callers' sake, the writer treats both
+        alike)."""
         chunks = self._conn.take_chunks()
         if chunks:
-            if more:
-                self._out.write_more(*chunks)
-            else:
-                self._out.write(*chunks)
+            self._out.write(*chunks)
             self._answers.queued(sum(map(len, chunks)), self._conn.take_answer_count())
 
     # -- opening ---------------------------------------------------------------------------
@@ -482,10 +486,11 @@ class Http2Provider(Http2Events):
         conn = self._conn
         view = data
         while view:
-            # this call's checkpoint (and its turn when the connection's output is full)
-            # comes before the frames are queued: they then leave with what this task
-            # queues next (its END_STREAM) instead of after another turn of the writer
-            await self._out.drain()
+            # a turn only when the connection's output is full (MuxStream.send was the
+            # cancel point): the frames then leave with what this task queues next (its
+            # END_STREAM) when it waits or closes
+            if self._out.must_wait:
+                await self._out.drain()
             stream._check_sendable()
             if self._torn_down:
                 self.check_can_open()
@@ -518,7 +523,7 @@ class Http2Provider(Http2Events):
                 chunks = conn.take_chunks()
                 if chunks:
                     joined = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    self._out.write_more(joined)
+                    self._out.write(joined)
                     self._answers.queued(len(joined), conn.take_answer_count())
             view = view[size:]
 
