@@ -10,8 +10,16 @@ from typing import Any
 from .._core.abc import Handler, HandlerResult, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode
 from .._core.headers import Headers, HeadersLike
+from .._core.stream import MuxStream
 
-__all__ = ["DelegatingListener", "DelegatingProvider", "DelegatingStream", "observe_handler"]
+__all__ = [
+    "MUX_TYPES",
+    "DelegatingListener",
+    "DelegatingProvider",
+    "DelegatingStream",
+    "mux_core",
+    "observe_handler",
+]
 
 
 class DelegatingStream(Stream):
@@ -70,6 +78,36 @@ class DelegatingStream(Stream):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._inner!r}>"
+
+
+#: the stream types found to be :class:`MuxStream` subclasses: a caller tests
+#: ``type(stream) in MUX_TYPES`` (no call) before it asks :func:`mux_core`
+MUX_TYPES: set[type] = set()
+# every other type :func:`mux_core` has seen: True if it delegates (look inside), else False
+_OTHER_TYPES: dict[type, bool] = {}
+
+
+def mux_core(stream: Stream) -> MuxStream | None:
+    """The :class:`MuxStream` under *stream* and any delegating wrappers, or ``None``.
+
+    A stream of the shared machinery counts its bytes and calls its close callbacks, so an
+    observer (metrics, failover) hooks a callback there instead of wrapping every call.
+    """
+    while True:
+        kind = type(stream)
+        if kind in MUX_TYPES:
+            return stream  # type: ignore[return-value]
+        delegating = _OTHER_TYPES.get(kind)
+        if delegating is None:
+            # isinstance on these ABCs costs an __instancecheck__; the answer per type
+            # never changes
+            if issubclass(kind, MuxStream):
+                MUX_TYPES.add(kind)
+                return stream  # type: ignore[return-value]
+            delegating = _OTHER_TYPES[kind] = issubclass(kind, DelegatingStream)
+        if not delegating:
+            return None
+        stream = stream.inner  # type: ignore[attr-defined]
 
 
 class DelegatingListener(Listener):

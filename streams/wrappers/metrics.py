@@ -17,12 +17,11 @@ optionally one header with a cap on its distinct values), never a stream id.
 
 from __future__ import annotations
 
-import bisect
-import enum
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -33,14 +32,16 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .._core.abc import Handler, Listener, Stream, StreamProvider
+from .._core.abc import Handler, HandlerResult, Listener, Stream, StreamProvider
 from .._core.errors import ConfigError, ErrorCode, StreamRejected, StreamReset
 from .._core.headers import Headers, HeadersLike, is_sensitive_header
 from .._core.stream import MuxStream
 from ._delegate import (
+    MUX_TYPES,
     DelegatingListener,
     DelegatingProvider,
     DelegatingStream,
+    mux_core,
     observe_handler,
 )
 
@@ -77,7 +78,7 @@ class _Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
     def cumulative(self) -> list[tuple[str, float]]:
@@ -97,7 +98,12 @@ def _float_text(value: float) -> str:
 
 class _Bundle:
     """Every series one label set touches, looked up once and kept: a stream's hot path
-    then only adds to attributes."""
+    then only adds to attributes.
+
+    A stream of the shared machinery is measured with no wrapper and no object of its own:
+    the bundle's bound :meth:`closed` (made once) goes into the stream's close callbacks,
+    and the stream's own byte counters and open time are read when it closes.
+    """
 
     __slots__ = (
         "accepted",
@@ -108,6 +114,7 @@ class _Bundle:
         "latency",
         "live",
         "metrics",
+        "on_close",
         "received",
         "rejected",
         "sent",
@@ -124,8 +131,43 @@ class _Bundle:
         self.active = metrics.gauge(metrics.active, labels)
         self.duration = metrics.histogram(metrics.duration, labels)
         self.latency = metrics.histogram(metrics.latency, labels)
-        #: open streams counted by their own byte counters (see :meth:`StreamMetrics.track`)
-        self.live: set[MuxStream] = set()
+        #: open streams counted by their own byte counters (see :meth:`track`); a dict
+        #: as an ordered set whose adds and removes are statements, not calls
+        self.live: dict[MuxStream, None] = {}
+        self.on_close: Callable[[MuxStream, StreamReset | None], None] = self.closed
+
+    def track(self, stream: Stream) -> Stream:
+        """Measure *stream* under these labels; returns what the caller hands on (*stream*
+        itself, or a :class:`MetricsStream` around a stream that does not count itself)."""
+        # the type test first: no call for the usual stream
+        core: MuxStream | None = (
+            stream  # type: ignore[assignment]
+            if type(stream) in MUX_TYPES
+            else mux_core(stream)
+        )
+        if core is None or core.is_closed:
+            return MetricsStream(stream, self)
+        self.active.value += 1
+        self.live[core] = None
+        callbacks = core.close_callbacks
+        if callbacks is None:
+            core.close_callbacks = [self.on_close]
+        else:
+            callbacks.append(self.on_close)
+        return stream
+
+    def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
+        """A tracked stream closed: fold its bytes and lifetime into the series."""
+        self.live.pop(stream, None)
+        self.active.value -= 1
+        self.sent.value += stream.bytes_sent
+        self.received.value += stream.bytes_received
+        elapsed = time.monotonic() - stream.opened_at
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+        duration.total += elapsed
+        if reset is not None:
+            self.metrics.record_reset(self, reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,40 +295,7 @@ class StreamMetrics(Collector):
         own bytes and says when it is closed, so it is measured without a wrapper and no
         call on it costs anything more; any other stream is wrapped.
         """
-        core = stream
-        kind = type(core)
-        # isinstance on these ABCs costs an __instancecheck__ each; the answer per type
-        # never changes
-        measured = _SELF_MEASURED.get(kind)
-        if measured is None:
-            measured = _SELF_MEASURED[kind] = _self_measured(kind)
-        if measured is _Kind.DELEGATING:
-            while isinstance(core, DelegatingStream):
-                core = core.inner
-            if not isinstance(core, MuxStream):
-                return MetricsStream(stream, bundle)
-        elif measured is _Kind.OTHER:
-            return MetricsStream(stream, bundle)
-        core = cast(MuxStream, core)
-        if core.is_closed:
-            return MetricsStream(stream, bundle)
-        bundle.active.value += 1
-        bundle.live.add(core)
-        opened = time.monotonic()
-
-        def closed(finished: MuxStream, reset: StreamReset | None) -> None:
-            bundle.live.discard(finished)
-            bundle.active.value -= 1
-            bundle.sent.value += finished.bytes_sent
-            bundle.received.value += finished.bytes_received
-            bundle.duration.observe(time.monotonic() - opened)
-            if reset is not None:
-                self.record_reset(bundle, reset)
-
-        if core.close_callbacks is None:
-            core.close_callbacks = []
-        core.close_callbacks.append(closed)
-        return stream
+        return bundle.track(stream)
 
     def record_reset(self, bundle: _Bundle, error: StreamReset) -> None:
         """Count a reset of a stream under *bundle*'s labels."""
@@ -388,23 +397,6 @@ def _endpoints(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
             yield from _endpoints(group)
 
 
-class _Kind(enum.Enum):
-    MUX = "mux"
-    DELEGATING = "delegating"
-    OTHER = "other"
-
-
-_SELF_MEASURED: dict[type, _Kind] = {}
-
-
-def _self_measured(kind: type) -> _Kind:
-    if issubclass(kind, MuxStream):
-        return _Kind.MUX
-    if issubclass(kind, DelegatingStream):
-        return _Kind.DELEGATING
-    return _Kind.OTHER
-
-
 class MetricsStream(DelegatingStream):
     """A stream that counts its bytes and reports its end to :class:`StreamMetrics`."""
 
@@ -480,10 +472,9 @@ class MetricsProvider(DelegatingProvider):
     async def open_stream(
         self, headers: HeadersLike | None = None, *, wait_accept: bool = True
     ) -> Stream:
-        metrics = self.metrics
-        if self._outbound_bundle is not None:
-            bundle = self._outbound_bundle
-        else:
+        bundle = self._outbound_bundle
+        if bundle is None:
+            metrics = self.metrics
             headers = Headers.coerce(headers)
             bundle = metrics.bundle(self._outbound + metrics.header_value(headers))
         started = time.monotonic()
@@ -497,16 +488,36 @@ class MetricsProvider(DelegatingProvider):
             raise
         bundle.accepted.value += 1
         if wait_accept:
-            bundle.latency.observe(time.monotonic() - started)
-        return metrics.track(stream, bundle)
+            latency = bundle.latency
+            elapsed = time.monotonic() - started
+            latency.counts[bisect_left(latency.bounds, elapsed)] += 1
+            latency.total += elapsed
+        return bundle.track(stream)
 
     def listen(self, handler: Handler | None = None) -> Listener:
         metrics = self.metrics
         fixed = metrics.bundle(self._inbound) if metrics.header_label is None else None
+        if fixed is not None:
+            accepted = fixed.accepted
+            if handler is None:
+                # the common case in one plain call per stream: count and accept
+
+                def accept_all(headers: Headers) -> HandlerResult:
+                    accepted.value += 1
+                    return _ACCEPT
+
+                return _MetricsListener(self.inner.listen(accept_all), fixed, None)
+
+            def decided_fixed(headers: Headers, accept: bool) -> None:
+                (accepted if accept else fixed.rejected).value += 1
+
+            def failed_fixed(headers: Headers, error: Exception) -> None:
+                fixed.failed.value += 1
+
+            observed = observe_handler(handler, decided_fixed, failed_fixed)
+            return _MetricsListener(self.inner.listen(observed), fixed, None)
 
         def bundle(headers: Headers) -> _Bundle:
-            if fixed is not None:
-                return fixed
             return metrics.bundle(self._inbound + metrics.header_value(headers))
 
         def decided(headers: Headers, accept: bool) -> None:
@@ -516,8 +527,34 @@ class MetricsProvider(DelegatingProvider):
         def failed(headers: Headers, error: Exception) -> None:
             bundle(headers).failed.value += 1
 
-        def wrap(stream: Stream) -> Stream:
-            return metrics.track(stream, fixed if fixed is not None else bundle(stream.headers))
-
         inner = self.inner.listen(observe_handler(handler, decided, failed))
-        return DelegatingListener(inner, wrap)
+        return _MetricsListener(inner, None, bundle)
+
+
+_ACCEPT: HandlerResult = (None, True)
+
+
+class _MetricsListener(DelegatingListener):
+    """Tracks each accepted stream under its bundle in one layer (no wrap function)."""
+
+    def __init__(
+        self,
+        inner: Listener,
+        fixed: _Bundle | None,
+        bundle: Callable[[Headers], _Bundle] | None,
+    ) -> None:
+        super().__init__(inner, _no_wrap)
+        self._fixed = fixed
+        self._bundle = bundle
+
+    async def accept(self) -> Stream:
+        stream = await self._inner.accept()
+        fixed = self._fixed
+        if fixed is not None:
+            return fixed.track(stream)
+        assert self._bundle is not None
+        return self._bundle(stream.headers).track(stream)
+
+
+def _no_wrap(stream: Stream) -> Stream:
+    return stream
