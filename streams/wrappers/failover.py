@@ -107,15 +107,18 @@ class _Member:
             if type(stream) in MUX_TYPES
             else mux_core(stream)
         )
-        if core is None or core.is_closed:
+        if core is None:
             return FailoverStream(stream, self.owner, self)
-        self.state.active_streams += 1
-        self.owner._active += 1
         callbacks = core.close_callbacks
+        # a list means open (closing takes it away); without one, ask (a property call)
         if callbacks is None:
+            if core.is_closed:
+                return FailoverStream(stream, self.owner, self)
             core.close_callbacks = [self.on_close]
         else:
             callbacks.append(self.on_close)
+        self.state.active_streams += 1
+        self.owner._active += 1
         return stream
 
     def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
@@ -124,7 +127,7 @@ class _Member:
         error: BaseException | None = reset if reset is not None else stream.failure
         if error is not None and _endpoint_failed(error):
             self.owner._record_failure(self, error)
-        else:
+        elif self.state.consecutive_failures:
             self.state.succeeded()
         self.state.active_streams -= 1
         self.owner._active -= 1

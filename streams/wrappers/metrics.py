@@ -145,15 +145,18 @@ class _Bundle:
             if type(stream) in MUX_TYPES
             else mux_core(stream)
         )
-        if core is None or core.is_closed:
+        if core is None:
             return MetricsStream(stream, self)
-        self.active.value += 1
-        self.live[core] = None
         callbacks = core.close_callbacks
+        # a list means open (closing takes it away); without one, ask (a property call)
         if callbacks is None:
+            if core.is_closed:
+                return MetricsStream(stream, self)
             core.close_callbacks = [self.on_close]
         else:
             callbacks.append(self.on_close)
+        self.active.value += 1
+        self.live[core] = None
         return stream
 
     def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
