@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from anyio.abc import TaskGroup
+
 from .._core.abc import Handler, HandlerResult, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode
 from .._core.headers import Headers, HeadersLike
@@ -19,6 +21,7 @@ __all__ = [
     "DelegatingStream",
     "mux_core",
     "observe_handler",
+    "wrap_handler",
 ]
 
 
@@ -120,12 +123,41 @@ class DelegatingListener(Listener):
     async def accept(self) -> Stream:
         return self._wrap(await self._inner.accept())
 
+    async def serve(
+        self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        """Serve through the wrapped listener's own :meth:`~Listener.serve` (which may
+        start each handler without a turn of an accept loop), wrapping each stream in its
+        handler's task."""
+        if type(self).accept is not DelegatingListener.accept:
+            # a subclass that accepts in its own way must see every stream
+            await super().serve(handler, task_group)
+            return
+        await self._inner.serve(wrap_handler(self._wrap, handler), task_group)
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._inner.extra_attributes
+
+
+def wrap_handler(
+    wrap: Callable[[Stream], Stream], handler: Callable[[Stream], Any]
+) -> Callable[[Stream], Awaitable[None]]:
+    """*handler* for the wrapped listener's streams: it gets each stream wrapped, and a
+    wrapper is closed through itself (closing the stream under it again costs nothing)."""
+
+    async def wrapped(stream: Stream) -> None:
+        outer = wrap(stream)
+        if outer is stream:
+            await handler(stream)
+            return
+        async with outer:
+            await handler(outer)
+
+    return wrapped
 
 
 def observe_handler(

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from anyio.abc import TaskGroup
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -43,6 +44,7 @@ from ._delegate import (
     DelegatingStream,
     mux_core,
     observe_handler,
+    wrap_handler,
 )
 
 __all__ = ["DURATION_BUCKETS", "LATENCY_BUCKETS", "MetricsProvider", "StreamMetrics"]
@@ -551,12 +553,21 @@ class _MetricsListener(DelegatingListener):
         self._bundle = bundle
 
     async def accept(self) -> Stream:
-        stream = await self._inner.accept()
+        return self._track(await self._inner.accept())
+
+    def _track(self, stream: Stream) -> Stream:
         fixed = self._fixed
         if fixed is not None:
             return fixed.track(stream)
         assert self._bundle is not None
         return self._bundle(stream.headers).track(stream)
+
+    async def serve(
+        self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        # the wrapped listener's own serve (see DelegatingListener.serve), tracking each
+        # stream as its handler's task starts
+        await self._inner.serve(wrap_handler(self._track, handler), task_group)
 
 
 def _no_wrap(stream: Stream) -> Stream:

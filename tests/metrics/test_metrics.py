@@ -232,3 +232,39 @@ async def test_open_streams_are_unwrapped_and_their_bytes_scraped_once() -> None
     assert sample(registry, "streams_active", **inb) == 0
     assert sample(registry, "streams_opened_total", **inb, outcome="accepted") == 1
     assert sample(registry, "streams_duration_seconds_count", **inb) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("header_label", [None, "x-tenant"])
+async def test_streams_served_by_the_listener_are_counted(header_label: str | None) -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry, header_label=header_label)
+    handled: list[int] = []
+
+    async def handler(stream) -> None:  # type: ignore[no-untyped-def]
+        data = await read_all(stream)
+        await stream.send(data)
+        await stream.send_eof()
+        handled.append(len(data))
+
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server), anyio.create_task_group() as tg:
+            tg.start_soon(server.listen().serve, handler)
+            for _ in range(5):
+                stream = await client.open_stream({"x-tenant": "t"})
+                await stream.send(b"z" * 200)
+                await stream.send_eof()
+                assert len(await read_all(stream)) == 200
+                await stream.aclose()
+            while len(handled) < 5:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    inb = {"upstream": "edge", "backend": "memory", "direction": "inbound"}
+    if header_label is not None:
+        inb["tenant"] = "t"
+    assert sample(registry, "streams_opened_total", **inb, outcome="accepted") == 5
+    assert sample(registry, "streams_received_bytes_total", **inb) == 1000
+    assert sample(registry, "streams_sent_bytes_total", **inb) == 1000
+    assert sample(registry, "streams_active", **inb) == 0
+    assert sample(registry, "streams_duration_seconds_count", **inb) == 5
