@@ -567,7 +567,9 @@ class _MetricsListener(DelegatingListener):
     ) -> None:
         # the wrapped listener's own serve (see DelegatingListener.serve), tracking each
         # stream as its handler's task starts
-        await self._inner.serve(wrap_handler(self._track, handler), task_group)
+        fixed = self._fixed
+        track = fixed.track if fixed is not None else self._track
+        await self._inner.serve(wrap_handler(track, handler), task_group)
 
 
 def _no_wrap(stream: Stream) -> Stream:
