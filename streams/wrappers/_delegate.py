@@ -145,19 +145,26 @@ class DelegatingListener(Listener):
 
 def wrap_handler(
     wrap: Callable[[Stream], Stream], handler: Callable[[Stream], Any]
-) -> Callable[[Stream], Awaitable[None]]:
+) -> Callable[[Stream], Awaitable[Any]]:
     """*handler* for the wrapped listener's streams: it gets each stream wrapped, and a
-    wrapper is closed through itself (closing the stream under it again costs nothing)."""
+    wrapper is closed through itself (closing the stream under it again costs nothing).
 
-    async def wrapped(stream: Stream) -> None:
+    A plain function that returns the handler's own awaitable: a stream that needs no
+    wrapper costs no coroutine of this layer.
+    """
+
+    def wrapped(stream: Stream) -> Awaitable[Any]:
         outer = wrap(stream)
         if outer is stream:
-            await handler(stream)
-            return
-        async with outer:
-            await handler(outer)
+            return handler(stream)  # type: ignore[no-any-return]
+        return _serve_wrapped(outer, handler)
 
     return wrapped
+
+
+async def _serve_wrapped(stream: Stream, handler: Callable[[Stream], Any]) -> None:
+    async with stream:
+        await handler(stream)
 
 
 def observe_handler(
