@@ -96,7 +96,8 @@ class _Member:
         self.on_close: Callable[[MuxStream, StreamReset | None], None] = self.closed
 
     def track(self, stream: Stream) -> Stream:
-        """Count *stream* as served here until it closes; returns what the caller hands on.
+        """Count *stream*, just opened here, as served here until it closes; returns what
+        the caller hands on.
 
         A stream of the shared machinery says when it closes and why, so it needs no
         wrapper (see :func:`~streams.wrappers._delegate.mux_core`); any other stream is
@@ -109,11 +110,9 @@ class _Member:
         )
         if core is None:
             return FailoverStream(stream, self.owner, self)
+        # straight from the endpoint's open_stream: nobody can have closed it yet
         callbacks = core.close_callbacks
-        # a list means open (closing takes it away); without one, ask (a property call)
         if callbacks is None:
-            if core.is_closed:
-                return FailoverStream(stream, self.owner, self)
             core.close_callbacks = [self.on_close]
         else:
             callbacks.append(self.on_close)

@@ -140,7 +140,16 @@ class _Bundle:
 
     def track(self, stream: Stream) -> Stream:
         """Measure *stream* under these labels; returns what the caller hands on (*stream*
-        itself, or a :class:`MetricsStream` around a stream that does not count itself)."""
+        itself, or a :class:`MetricsStream` around a stream that does not count itself or
+        that is closed already, whose close callbacks have run)."""
+        core = mux_core(stream)
+        if core is not None and core.is_closed:
+            return MetricsStream(stream, self)
+        return self.track_new(stream)
+
+    def track_new(self, stream: Stream) -> Stream:
+        """:meth:`track` for a stream straight from ``open_stream`` or a listener, which
+        nobody can have closed yet (so no property call asks)."""
         # the type test first: no call for the usual stream
         core: MuxStream | None = (
             stream  # type: ignore[assignment]
@@ -150,10 +159,7 @@ class _Bundle:
         if core is None:
             return MetricsStream(stream, self)
         callbacks = core.close_callbacks
-        # a list means open (closing takes it away); without one, ask (a property call)
         if callbacks is None:
-            if core.is_closed:
-                return MetricsStream(stream, self)
             core.close_callbacks = [self.on_close]
         else:
             callbacks.append(self.on_close)
@@ -497,7 +503,7 @@ class MetricsProvider(DelegatingProvider):
             elapsed = time.monotonic() - started
             latency.counts[bisect_left(latency.bounds, elapsed)] += 1
             latency.total += elapsed
-        return bundle.track(stream)
+        return bundle.track_new(stream)
 
     def listen(self, handler: Handler | None = None) -> Listener:
         metrics = self.metrics
@@ -558,9 +564,9 @@ class _MetricsListener(DelegatingListener):
     def _track(self, stream: Stream) -> Stream:
         fixed = self._fixed
         if fixed is not None:
-            return fixed.track(stream)
+            return fixed.track_new(stream)
         assert self._bundle is not None
-        return self._bundle(stream.headers).track(stream)
+        return self._bundle(stream.headers).track_new(stream)
 
     async def serve(
         self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
@@ -568,7 +574,7 @@ class _MetricsListener(DelegatingListener):
         # the wrapped listener's own serve (see DelegatingListener.serve), tracking each
         # stream as its handler's task starts
         fixed = self._fixed
-        track = fixed.track if fixed is not None else self._track
+        track = fixed.track_new if fixed is not None else self._track
         await self._inner.serve(wrap_handler(track, handler), task_group)
 
 
