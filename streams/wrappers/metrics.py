@@ -33,7 +33,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from .._core.abc import Handler, HandlerResult, Listener, Stream, StreamProvider
+from .._core.abc import Handler, Listener, Stream, StreamProvider
 from .._core.errors import ConfigError, ErrorCode, StreamRejected, StreamReset
 from .._core.headers import Headers, HeadersLike, is_sensitive_header
 from .._core.stream import MuxStream
@@ -166,6 +166,11 @@ class _Bundle:
         self.active.value += 1
         self.live[core] = None
         return stream
+
+    def track_accepted(self, stream: Stream) -> Stream:
+        """:meth:`track_new` for a stream that no handler decided on: count it accepted."""
+        self.accepted.value += 1
+        return self.track_new(stream)
 
     def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
         """A tracked stream closed: fold its bytes and lifetime into the series."""
@@ -506,67 +511,62 @@ class MetricsProvider(DelegatingProvider):
         return bundle.track_new(stream)
 
     def listen(self, handler: Handler | None = None) -> Listener:
+        """Listen on the wrapped provider, counting every stream it lets in.
+
+        With a *handler*, each decision is counted as the handler takes it (accepted,
+        rejected, or failed when it raises). Without one, the wrapped provider accepts
+        every stream on its own and each is counted as accepted when it reaches the
+        application (from :meth:`~streams.Listener.accept` or ``serve``): no handler call
+        per stream, and a stream accepted but never taken (its listener closed first) is
+        not counted.
+        """
         metrics = self.metrics
         fixed = metrics.bundle(self._inbound) if metrics.header_label is None else None
-        if fixed is not None:
-            accepted = fixed.accepted
-            if handler is None:
-                # the common case in one plain call per stream: count and accept
-
-                def accept_all(headers: Headers) -> HandlerResult:
-                    accepted.value += 1
-                    return _ACCEPT
-
-                return _MetricsListener(self.inner.listen(accept_all), fixed, None)
-
-            def decided_fixed(headers: Headers, accept: bool) -> None:
-                (accepted if accept else fixed.rejected).value += 1
-
-            def failed_fixed(headers: Headers, error: Exception) -> None:
-                fixed.failed.value += 1
-
-            observed = observe_handler(handler, decided_fixed, failed_fixed)
-            return _MetricsListener(self.inner.listen(observed), fixed, None)
 
         def bundle(headers: Headers) -> _Bundle:
             return metrics.bundle(self._inbound + metrics.header_value(headers))
 
+        if handler is None:
+            return _MetricsListener(self.inner.listen(None), fixed, bundle, count=True)
+
         def decided(headers: Headers, accept: bool) -> None:
-            target = bundle(headers)
+            target = fixed if fixed is not None else bundle(headers)
             (target.accepted if accept else target.rejected).value += 1
 
         def failed(headers: Headers, error: Exception) -> None:
-            bundle(headers).failed.value += 1
+            (fixed if fixed is not None else bundle(headers)).failed.value += 1
 
         inner = self.inner.listen(observe_handler(handler, decided, failed))
-        return _MetricsListener(inner, None, bundle)
-
-
-_ACCEPT: HandlerResult = (None, True)
+        return _MetricsListener(inner, fixed, bundle, count=False)
 
 
 class _MetricsListener(DelegatingListener):
-    """Tracks each accepted stream under its bundle in one layer (no wrap function)."""
+    """Tracks each accepted stream under its bundle in one layer (no wrap function), and
+    counts it as accepted there when no handler did."""
 
     def __init__(
         self,
         inner: Listener,
         fixed: _Bundle | None,
-        bundle: Callable[[Headers], _Bundle] | None,
+        bundle: Callable[[Headers], _Bundle],
+        *,
+        count: bool,
     ) -> None:
         super().__init__(inner, _no_wrap)
         self._fixed = fixed
         self._bundle = bundle
+        self._count = count
 
     async def accept(self) -> Stream:
         return self._track(await self._inner.accept())
 
     def _track(self, stream: Stream) -> Stream:
-        fixed = self._fixed
-        if fixed is not None:
-            return fixed.track_new(stream)
-        assert self._bundle is not None
-        return self._bundle(stream.headers).track_new(stream)
+        target = self._fixed
+        if target is None:
+            target = self._bundle(stream.headers)
+        if self._count:
+            target.accepted.value += 1
+        return target.track_new(stream)
 
     async def serve(
         self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
@@ -574,7 +574,10 @@ class _MetricsListener(DelegatingListener):
         # the wrapped listener's own serve (see DelegatingListener.serve), tracking each
         # stream as its handler's task starts
         fixed = self._fixed
-        track = fixed.track_new if fixed is not None else self._track
+        if fixed is not None:
+            track = fixed.track_accepted if self._count else fixed.track_new
+        else:
+            track = self._track
         await self._inner.serve(wrap_handler(track, handler), task_group)
 
 
