@@ -93,13 +93,23 @@ async def served() -> AsyncIterator[tuple[StreamProvider, Listener]]:
 
 
 @contextlib.asynccontextmanager
-async def stack() -> AsyncIterator[tuple[StreamProvider, Listener]]:
-    """Failover over a pool over the framer, in metrics, against a framer server."""
-    metrics = StreamMetrics(CollectorRegistry())
+async def stack(
+    *, failover: bool = True, metrics: bool = True
+) -> AsyncIterator[tuple[StreamProvider, Listener]]:
+    """Failover over a pool over the framer, in metrics, against a framer server (the
+    profiler also runs it without metrics, or with the pool alone, to see each layer)."""
     async with BACKEND.serve("127.0.0.1:0") as server:
         pool = Pool([BACKEND.dialer(server.address)], options=PoolOptions(min_connections=1))
-        async with Failover([[(server.address, pool)]], name="bench") as failover:
-            yield MetricsProvider(failover, upstream="bench", metrics=metrics), server.listener
+        if not failover:
+            async with pool:
+                yield pool, server.listener
+            return
+        async with Failover([[(server.address, pool)]], name="bench") as upstream:
+            if not metrics:
+                yield upstream, server.listener
+                return
+            collector = StreamMetrics(CollectorRegistry())
+            yield MetricsProvider(upstream, upstream="bench", metrics=collector), server.listener
 
 
 async def run_workload(setup: Setup, workload: str) -> float:

@@ -2,7 +2,8 @@
 rates), and the functions that cost the most.
 
     python -m benchmarks.profile_hotpath [--loop asyncio|uvloop|trio] [--rounds N]
-        [--top K] [--only framer|framer-zero-rtt|memory|ping-pong]
+        [--top K] [--only WORKLOAD]  (framer, framer-zero-rtt, memory, metrics, served,
+        pool, failover, stack, ping-pong; all by default)
 
 For a sampling profile of the same loops (issue 11), run it under py-spy:
 ``py-spy record --native --format speedscope -o out.json -- python -m
@@ -77,6 +78,24 @@ async def stack_default(rounds: int) -> float:
     from .bench_metrics import stack
 
     async with stack() as (client, listener):
+        return await workloads.open_echo_close(client, listener, rounds)
+
+
+@_workload("pool")
+async def pool_default(rounds: int) -> float:
+    """The stack's pool alone (compare with ``served``), to see what each layer adds."""
+    from .bench_metrics import stack
+
+    async with stack(failover=False, metrics=False) as (client, listener):
+        return await workloads.open_echo_close(client, listener, rounds)
+
+
+@_workload("failover")
+async def failover_default(rounds: int) -> float:
+    """The stack without its metrics: failover over the pool."""
+    from .bench_metrics import stack
+
+    async with stack(metrics=False) as (client, listener):
         return await workloads.open_echo_close(client, listener, rounds)
 
 

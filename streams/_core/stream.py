@@ -386,6 +386,12 @@ class MuxStream(Stream):
         return self._finished
 
     @property
+    def failure(self) -> BaseException | None:
+        """The connection error that broke the stream (``None`` if none did): what a close
+        callback reads to tell a stream cut by its connection from one that ended well."""
+        return self._failure
+
+    @property
     def state(self) -> str:
         """A one-word description of the stream's state, for humans."""
         if self._failure is not None:

@@ -7,11 +7,22 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from anyio.abc import TaskGroup
+
 from .._core.abc import Handler, HandlerResult, Listener, Stream, StreamProvider
 from .._core.errors import ErrorCode
 from .._core.headers import Headers, HeadersLike
+from .._core.stream import MuxStream
 
-__all__ = ["DelegatingListener", "DelegatingProvider", "DelegatingStream", "observe_handler"]
+__all__ = [
+    "MUX_TYPES",
+    "DelegatingListener",
+    "DelegatingProvider",
+    "DelegatingStream",
+    "mux_core",
+    "observe_handler",
+    "wrap_handler",
+]
 
 
 class DelegatingStream(Stream):
@@ -72,6 +83,36 @@ class DelegatingStream(Stream):
         return f"<{type(self).__name__} {self._inner!r}>"
 
 
+#: the stream types found to be :class:`MuxStream` subclasses: a caller tests
+#: ``type(stream) in MUX_TYPES`` (no call) before it asks :func:`mux_core`
+MUX_TYPES: set[type] = set()
+# every other type :func:`mux_core` has seen: True if it delegates (look inside), else False
+_OTHER_TYPES: dict[type, bool] = {}
+
+
+def mux_core(stream: Stream) -> MuxStream | None:
+    """The :class:`MuxStream` under *stream* and any delegating wrappers, or ``None``.
+
+    A stream of the shared machinery counts its bytes and calls its close callbacks, so an
+    observer (metrics, failover) hooks a callback there instead of wrapping every call.
+    """
+    while True:
+        kind = type(stream)
+        if kind in MUX_TYPES:
+            return stream  # type: ignore[return-value]
+        delegating = _OTHER_TYPES.get(kind)
+        if delegating is None:
+            # isinstance on these ABCs costs an __instancecheck__; the answer per type
+            # never changes
+            if issubclass(kind, MuxStream):
+                MUX_TYPES.add(kind)
+                return stream  # type: ignore[return-value]
+            delegating = _OTHER_TYPES[kind] = issubclass(kind, DelegatingStream)
+        if not delegating:
+            return None
+        stream = stream.inner  # type: ignore[attr-defined]
+
+
 class DelegatingListener(Listener):
     """A :class:`Listener` that passes each accepted stream through *wrap*."""
 
@@ -82,12 +123,48 @@ class DelegatingListener(Listener):
     async def accept(self) -> Stream:
         return self._wrap(await self._inner.accept())
 
+    async def serve(
+        self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        """Serve through the wrapped listener's own :meth:`~Listener.serve` (which may
+        start each handler without a turn of an accept loop), wrapping each stream in its
+        handler's task."""
+        if type(self).accept is not DelegatingListener.accept:
+            # a subclass that accepts in its own way must see every stream
+            await super().serve(handler, task_group)
+            return
+        await self._inner.serve(wrap_handler(self._wrap, handler), task_group)
+
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._inner.extra_attributes
+
+
+def wrap_handler(
+    wrap: Callable[[Stream], Stream], handler: Callable[[Stream], Any]
+) -> Callable[[Stream], Awaitable[Any]]:
+    """*handler* for the wrapped listener's streams: it gets each stream wrapped, and a
+    wrapper is closed through itself (closing the stream under it again costs nothing).
+
+    A plain function that returns the handler's own awaitable: a stream that needs no
+    wrapper costs no coroutine of this layer.
+    """
+
+    def wrapped(stream: Stream) -> Awaitable[Any]:
+        outer = wrap(stream)
+        if outer is stream:
+            return handler(stream)  # type: ignore[no-any-return]
+        return _serve_wrapped(outer, handler)
+
+    return wrapped
+
+
+async def _serve_wrapped(stream: Stream, handler: Callable[[Stream], Any]) -> None:
+    async with stream:
+        await handler(stream)
 
 
 def observe_handler(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -36,8 +37,9 @@ from .._core.errors import (
 )
 from .._core.headers import Headers, HeadersLike
 from .._core.server import MergedListener
+from .._core.stream import MuxStream
 from .._core.tasks import TaskHost
-from ._delegate import DelegatingStream
+from ._delegate import MUX_TYPES, DelegatingStream, mux_core
 from .balance import Candidate, Policy, make_policy
 from .health import EndpointState, FailoverOptions, group_loads
 
@@ -81,10 +83,60 @@ class FailoverEvent:
     at: float = 0.0
 
 
-@dataclass(slots=True)
 class _Member:
-    state: EndpointState
-    provider: StreamProvider
+    """One endpoint: its state, its provider, and the close callback its streams carry."""
+
+    __slots__ = ("on_close", "owner", "provider", "state")
+
+    def __init__(self, state: EndpointState, provider: StreamProvider, owner: Failover) -> None:
+        self.state = state
+        self.provider = provider
+        self.owner = owner
+        #: bound once: every stream of the shared machinery served here carries it
+        self.on_close: Callable[[MuxStream, StreamReset | None], None] = self.closed
+
+    def track(self, stream: Stream) -> Stream:
+        """Count *stream*, just opened here, as served here until it closes; returns what
+        the caller hands on.
+
+        A stream of the shared machinery says when it closes and why, so it needs no
+        wrapper (see :func:`~streams.wrappers._delegate.mux_core`); any other stream is
+        wrapped in a :class:`FailoverStream`.
+        """
+        core: MuxStream | None = (
+            stream  # type: ignore[assignment]
+            if type(stream) in MUX_TYPES
+            else mux_core(stream)
+        )
+        if core is None:
+            return FailoverStream(stream, self.owner, self)
+        # straight from the endpoint's open_stream: nobody can have closed it yet
+        callbacks = core.close_callbacks
+        if callbacks is None:
+            core.close_callbacks = [self.on_close]
+        else:
+            callbacks.append(self.on_close)
+        self.state.active_streams += 1
+        self.owner._active += 1
+        return stream
+
+    def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
+        """A stream served here closed: a failure if the endpoint broke it (the same rule
+        as :meth:`FailoverStream._failed`), else the success that ends a run of failures."""
+        error: BaseException | None = reset if reset is not None else stream.failure
+        if error is not None and _endpoint_failed(error):
+            self.owner._record_failure(self, error)
+        elif self.state.consecutive_failures:
+            self.state.succeeded()
+        self.state.active_streams -= 1
+        self.owner._active -= 1
+
+
+def _endpoint_failed(error: BaseException) -> bool:
+    """Did the endpoint (not this side) break the stream with *error*?"""
+    if isinstance(error, StreamReset):
+        return error.remote and error.code != ErrorCode.CANCEL
+    return isinstance(error, ConnectionLost)
 
 
 def _retryable(error: BaseException) -> bool:
@@ -127,11 +179,7 @@ class FailoverStream(DelegatingStream):
         await self._inner.aclose()
 
     def _failed(self, error: StreamReset | ConnectionLost) -> None:
-        if self._broken:
-            return
-        if isinstance(error, StreamReset) and not error.remote:
-            return
-        if isinstance(error, StreamReset) and error.code == ErrorCode.CANCEL:
+        if self._broken or not _endpoint_failed(error):
             return
         self._broken = True
         self._owner._record_failure(self._member, error)
@@ -146,6 +194,8 @@ class FailoverStream(DelegatingStream):
             self._member.state.active_streams -= 1
             self._owner._active -= 1
 
+
+_FIRST_ONLY = (0,)
 
 Endpoints = Sequence[Sequence["tuple[str, StreamProvider] | tuple[str, StreamProvider, int]"]]
 
@@ -180,7 +230,7 @@ class Failover(StreamProvider):
             for entry in group:
                 weight = entry[2] if len(entry) == 3 else 1
                 state = EndpointState(name=entry[0], group=index, weight=weight)
-                members.append(_Member(state, entry[1]))
+                members.append(_Member(state, entry[1], self))
             self._groups.append(members)
         if not any(self._groups):
             raise ValueError("failover needs at least one endpoint")
@@ -197,6 +247,11 @@ class Failover(StreamProvider):
         self._pending = 0
         self._retrying = 0
         self._main_group: int | None = 0
+        # what _refresh decided, valid until _fresh_until (the next ejection end or
+        # hold-down end); every state change that moves loads calls _refresh itself
+        self._loads: list[float] = []
+        self._available: list[list[_Member]] = []
+        self._fresh_until = -math.inf
         self.failovers = 0
         self.retries = 0
         self._listener: MergedListener | None = None
@@ -275,15 +330,31 @@ class Failover(StreamProvider):
         return [member for group in self._groups for member in group]
 
     def _refresh(self, now: float) -> list[float]:
-        for member in self._members():
+        """Restore ejections whose time is up, recompute the groups' loads and the main
+        group (emitting what changed), and note until when that holds."""
+        members = self._members()
+        for member in members:
             if member.state.maybe_restore(now):
                 self._emit("restored", member)
+        hold_down = self.options.failback_hold_down
         loads = group_loads(
             [[m.state for m in group] for group in self._groups],
             now,
             overprovisioning_factor=self.options.overprovisioning_factor,
-            hold_down=self.options.failback_hold_down,
+            hold_down=hold_down,
         )
+        # nothing time-driven changes before an ejection ends or a hold-down ends (tested
+        # with the very expression settled() uses, so the boundary cannot be missed)
+        fresh_until = math.inf
+        for member in members:
+            state = member.state
+            if state.ejected_until is not None:
+                fresh_until = min(fresh_until, state.ejected_until)
+            if state.healthy and now - state.healthy_since < hold_down:
+                fresh_until = min(fresh_until, state.healthy_since + hold_down)
+        self._loads = loads
+        self._available = [[m for m in group if m.state.available(now)] for group in self._groups]
+        self._fresh_until = fresh_until
         main = next((index for index, load in enumerate(loads) if load >= 0.5), None)
         if main is None and any(loads):
             main = max(range(len(loads)), key=loads.__getitem__)
@@ -297,23 +368,29 @@ class Failover(StreamProvider):
                 self._emit(kind, None, group=main, detail={"from": previous, "loads": loads})
         return loads
 
-    def _pick(self, now: float, tried: set[str], *, peek: bool = False) -> _Member | None:
-        loads = self._refresh(now)
-        draw = self._rng.random() if not peek else 0.0
-        order = list(range(len(self._groups)))
-        cumulative = 0.0
-        for index, load in enumerate(loads):
-            cumulative += load
-            if draw < cumulative:
-                order.remove(index)
-                order.insert(0, index)
-                break
+    def _pick(
+        self, now: float, tried: Set[str] = frozenset(), *, peek: bool = False
+    ) -> _Member | None:
+        loads = self._refresh(now) if now >= self._fresh_until else self._loads
+        if len(loads) == 1:
+            order: Sequence[int] = _FIRST_ONLY
+        else:
+            draw = self._rng.random() if not peek else 0.0
+            order = list(range(len(self._groups)))
+            cumulative = 0.0
+            for index, load in enumerate(loads):
+                cumulative += load
+                if draw < cumulative:
+                    order.remove(index)
+                    order.insert(0, index)
+                    break
         for index in order:
-            candidates = [
-                member
-                for member in self._groups[index]
-                if member.state.available(now) and member.state.name not in tried
-            ]
+            candidates = self._available[index]
+            if tried:
+                candidates = [member for member in candidates if member.state.name not in tried]
+            if len(candidates) == 1:
+                # no choice to make: the policy is not asked (nor its state moved)
+                return candidates[0]
             if not candidates:
                 continue
             policy = self._policies[index]
@@ -351,8 +428,11 @@ class Failover(StreamProvider):
             raise CircuitOpen(self.name, "max_active_streams", breaker.max_active_streams)
         if breaker.max_pending_opens is not None and self._pending >= breaker.max_pending_opens:
             raise CircuitOpen(self.name, "max_pending_opens", breaker.max_pending_opens)
-        request = Headers.coerce(headers)
-        tried: set[str] = set()
+        if headers is not None and not isinstance(headers, Headers):
+            # once: an iterable of pairs could not be read again for a retry
+            headers = Headers.coerce(headers)
+        # a set of its own only after a failure: most opens succeed at once
+        tried: Set[str] = frozenset()
         errors: dict[str, str] = {}
         self._pending += 1
         try:
@@ -362,14 +442,14 @@ class Failover(StreamProvider):
                 if member is None:
                     raise NoEndpointAvailable(self.name, self._reasons(errors))
                 attempt += 1
-                tried.add(member.state.name)
                 retrying = attempt > 1
                 if retrying:
                     self.retries += 1
                     self._retrying += 1
                 try:
-                    stream = await member.provider.open_stream(request, wait_accept=wait_accept)
+                    stream = await member.provider.open_stream(headers, wait_accept=wait_accept)
                 except Exception as exc:
+                    tried = {*tried, member.state.name}
                     errors[member.state.name] = str(exc) or type(exc).__name__
                     if not isinstance(exc, (StreamRejected, CircuitOpen)):
                         self._record_failure(member, exc)
@@ -381,7 +461,7 @@ class Failover(StreamProvider):
                 finally:
                     if retrying:
                         self._retrying -= 1
-                return FailoverStream(stream, self, member)
+                return member.track(stream)
         finally:
             self._pending -= 1
 

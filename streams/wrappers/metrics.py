@@ -17,13 +17,13 @@ optionally one header with a cap on its distinct values), never a stream id.
 
 from __future__ import annotations
 
-import bisect
-import enum
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
+from anyio.abc import TaskGroup
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,10 +38,13 @@ from .._core.errors import ConfigError, ErrorCode, StreamRejected, StreamReset
 from .._core.headers import Headers, HeadersLike, is_sensitive_header
 from .._core.stream import MuxStream
 from ._delegate import (
+    MUX_TYPES,
     DelegatingListener,
     DelegatingProvider,
     DelegatingStream,
+    mux_core,
     observe_handler,
+    wrap_handler,
 )
 
 __all__ = ["DURATION_BUCKETS", "LATENCY_BUCKETS", "MetricsProvider", "StreamMetrics"]
@@ -77,7 +80,7 @@ class _Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
     def cumulative(self) -> list[tuple[str, float]]:
@@ -97,7 +100,12 @@ def _float_text(value: float) -> str:
 
 class _Bundle:
     """Every series one label set touches, looked up once and kept: a stream's hot path
-    then only adds to attributes."""
+    then only adds to attributes.
+
+    A stream of the shared machinery is measured with no wrapper and no object of its own:
+    the bundle's bound :meth:`closed` (made once) goes into the stream's close callbacks,
+    and the stream's own byte counters and open time are read when it closes.
+    """
 
     __slots__ = (
         "accepted",
@@ -108,6 +116,7 @@ class _Bundle:
         "latency",
         "live",
         "metrics",
+        "on_close",
         "received",
         "rejected",
         "sent",
@@ -124,8 +133,57 @@ class _Bundle:
         self.active = metrics.gauge(metrics.active, labels)
         self.duration = metrics.histogram(metrics.duration, labels)
         self.latency = metrics.histogram(metrics.latency, labels)
-        #: open streams counted by their own byte counters (see :meth:`StreamMetrics.track`)
-        self.live: set[MuxStream] = set()
+        #: open streams counted by their own byte counters (see :meth:`track`); a dict
+        #: as an ordered set whose adds and removes are statements, not calls
+        self.live: dict[MuxStream, None] = {}
+        self.on_close: Callable[[MuxStream, StreamReset | None], None] = self.closed
+
+    def track(self, stream: Stream) -> Stream:
+        """Measure *stream* under these labels; returns what the caller hands on (*stream*
+        itself, or a :class:`MetricsStream` around a stream that does not count itself or
+        that is closed already, whose close callbacks have run)."""
+        core = mux_core(stream)
+        if core is not None and core.is_closed:
+            return MetricsStream(stream, self)
+        return self.track_new(stream)
+
+    def track_new(self, stream: Stream) -> Stream:
+        """:meth:`track` for a stream straight from ``open_stream`` or a listener, which
+        nobody can have closed yet (so no property call asks)."""
+        # the type test first: no call for the usual stream
+        core: MuxStream | None = (
+            stream  # type: ignore[assignment]
+            if type(stream) in MUX_TYPES
+            else mux_core(stream)
+        )
+        if core is None:
+            return MetricsStream(stream, self)
+        callbacks = core.close_callbacks
+        if callbacks is None:
+            core.close_callbacks = [self.on_close]
+        else:
+            callbacks.append(self.on_close)
+        self.active.value += 1
+        self.live[core] = None
+        return stream
+
+    def track_accepted(self, stream: Stream) -> Stream:
+        """:meth:`track_new` for a stream that no handler decided on: count it accepted."""
+        self.accepted.value += 1
+        return self.track_new(stream)
+
+    def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
+        """A tracked stream closed: fold its bytes and lifetime into the series."""
+        self.live.pop(stream, None)
+        self.active.value -= 1
+        self.sent.value += stream.bytes_sent
+        self.received.value += stream.bytes_received
+        elapsed = time.monotonic() - stream.opened_at
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, elapsed)] += 1
+        duration.total += elapsed
+        if reset is not None:
+            self.metrics.record_reset(self, reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,40 +311,7 @@ class StreamMetrics(Collector):
         own bytes and says when it is closed, so it is measured without a wrapper and no
         call on it costs anything more; any other stream is wrapped.
         """
-        core = stream
-        kind = type(core)
-        # isinstance on these ABCs costs an __instancecheck__ each; the answer per type
-        # never changes
-        measured = _SELF_MEASURED.get(kind)
-        if measured is None:
-            measured = _SELF_MEASURED[kind] = _self_measured(kind)
-        if measured is _Kind.DELEGATING:
-            while isinstance(core, DelegatingStream):
-                core = core.inner
-            if not isinstance(core, MuxStream):
-                return MetricsStream(stream, bundle)
-        elif measured is _Kind.OTHER:
-            return MetricsStream(stream, bundle)
-        core = cast(MuxStream, core)
-        if core.is_closed:
-            return MetricsStream(stream, bundle)
-        bundle.active.value += 1
-        bundle.live.add(core)
-        opened = time.monotonic()
-
-        def closed(finished: MuxStream, reset: StreamReset | None) -> None:
-            bundle.live.discard(finished)
-            bundle.active.value -= 1
-            bundle.sent.value += finished.bytes_sent
-            bundle.received.value += finished.bytes_received
-            bundle.duration.observe(time.monotonic() - opened)
-            if reset is not None:
-                self.record_reset(bundle, reset)
-
-        if core.close_callbacks is None:
-            core.close_callbacks = []
-        core.close_callbacks.append(closed)
-        return stream
+        return bundle.track(stream)
 
     def record_reset(self, bundle: _Bundle, error: StreamReset) -> None:
         """Count a reset of a stream under *bundle*'s labels."""
@@ -388,23 +413,6 @@ def _endpoints(data: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
             yield from _endpoints(group)
 
 
-class _Kind(enum.Enum):
-    MUX = "mux"
-    DELEGATING = "delegating"
-    OTHER = "other"
-
-
-_SELF_MEASURED: dict[type, _Kind] = {}
-
-
-def _self_measured(kind: type) -> _Kind:
-    if issubclass(kind, MuxStream):
-        return _Kind.MUX
-    if issubclass(kind, DelegatingStream):
-        return _Kind.DELEGATING
-    return _Kind.OTHER
-
-
 class MetricsStream(DelegatingStream):
     """A stream that counts its bytes and reports its end to :class:`StreamMetrics`."""
 
@@ -480,10 +488,9 @@ class MetricsProvider(DelegatingProvider):
     async def open_stream(
         self, headers: HeadersLike | None = None, *, wait_accept: bool = True
     ) -> Stream:
-        metrics = self.metrics
-        if self._outbound_bundle is not None:
-            bundle = self._outbound_bundle
-        else:
+        bundle = self._outbound_bundle
+        if bundle is None:
+            metrics = self.metrics
             headers = Headers.coerce(headers)
             bundle = metrics.bundle(self._outbound + metrics.header_value(headers))
         started = time.monotonic()
@@ -497,27 +504,82 @@ class MetricsProvider(DelegatingProvider):
             raise
         bundle.accepted.value += 1
         if wait_accept:
-            bundle.latency.observe(time.monotonic() - started)
-        return metrics.track(stream, bundle)
+            latency = bundle.latency
+            elapsed = time.monotonic() - started
+            latency.counts[bisect_left(latency.bounds, elapsed)] += 1
+            latency.total += elapsed
+        return bundle.track_new(stream)
 
     def listen(self, handler: Handler | None = None) -> Listener:
+        """Listen on the wrapped provider, counting every stream it lets in.
+
+        With a *handler*, each decision is counted as the handler takes it (accepted,
+        rejected, or failed when it raises). Without one, the wrapped provider accepts
+        every stream on its own and each is counted as accepted when it reaches the
+        application (from :meth:`~streams.Listener.accept` or ``serve``): no handler call
+        per stream, and a stream accepted but never taken (its listener closed first) is
+        not counted.
+        """
         metrics = self.metrics
         fixed = metrics.bundle(self._inbound) if metrics.header_label is None else None
 
         def bundle(headers: Headers) -> _Bundle:
-            if fixed is not None:
-                return fixed
             return metrics.bundle(self._inbound + metrics.header_value(headers))
 
+        if handler is None:
+            return _MetricsListener(self.inner.listen(None), fixed, bundle, count=True)
+
         def decided(headers: Headers, accept: bool) -> None:
-            target = bundle(headers)
+            target = fixed if fixed is not None else bundle(headers)
             (target.accepted if accept else target.rejected).value += 1
 
         def failed(headers: Headers, error: Exception) -> None:
-            bundle(headers).failed.value += 1
-
-        def wrap(stream: Stream) -> Stream:
-            return metrics.track(stream, fixed if fixed is not None else bundle(stream.headers))
+            (fixed if fixed is not None else bundle(headers)).failed.value += 1
 
         inner = self.inner.listen(observe_handler(handler, decided, failed))
-        return DelegatingListener(inner, wrap)
+        return _MetricsListener(inner, fixed, bundle, count=False)
+
+
+class _MetricsListener(DelegatingListener):
+    """Tracks each accepted stream under its bundle in one layer (no wrap function), and
+    counts it as accepted there when no handler did."""
+
+    def __init__(
+        self,
+        inner: Listener,
+        fixed: _Bundle | None,
+        bundle: Callable[[Headers], _Bundle],
+        *,
+        count: bool,
+    ) -> None:
+        super().__init__(inner, _no_wrap)
+        self._fixed = fixed
+        self._bundle = bundle
+        self._count = count
+
+    async def accept(self) -> Stream:
+        return self._track(await self._inner.accept())
+
+    def _track(self, stream: Stream) -> Stream:
+        target = self._fixed
+        if target is None:
+            target = self._bundle(stream.headers)
+        if self._count:
+            target.accepted.value += 1
+        return target.track_new(stream)
+
+    async def serve(
+        self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
+    ) -> None:
+        # the wrapped listener's own serve (see DelegatingListener.serve), tracking each
+        # stream as its handler's task starts
+        fixed = self._fixed
+        if fixed is not None:
+            track = fixed.track_accepted if self._count else fixed.track_new
+        else:
+            track = self._track
+        await self._inner.serve(wrap_handler(track, handler), task_group)
+
+
+def _no_wrap(stream: Stream) -> Stream:
+    return stream

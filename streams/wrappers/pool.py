@@ -122,6 +122,8 @@ class Pool(StreamProvider):
         self._listening = False
         self._hooks: list[Callable[[ConnectionEvent], None]] = []
         self._host: TaskHost | None = None
+        # the connection of the last plan that had no choice to make (see _solo_room)
+        self._solo: ConnectionRecord | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -310,7 +312,9 @@ class Pool(StreamProvider):
         :raises ~streams.ProviderClosed: after :meth:`aclose`
         """
         for attempt in itertools.count():
-            conn = self._take()
+            conn = self._solo_room()
+            if conn is None:
+                conn = self._take()
             if conn is None:
                 conn = await self._wait_for_room()
             provider = conn.provider
@@ -330,14 +334,42 @@ class Pool(StreamProvider):
                     self._wake_waiters()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _solo_room(self) -> ConnectionRecord | None:
+        """The pool's only connection to its only endpoint if it is ready and has room:
+        what :meth:`PoolState.plan` would return then (nothing to choose, nothing to dial),
+        checked without a plan or its allocations; ``None``: ask for a plan."""
+        conn = self._solo
+        if conn is None or conn.state != "ready":
+            return None
+        record = conn.endpoint
+        state = self._state
+        # a record not removed is the one its name maps to
+        if record.removed or len(record.connections) != 1 or len(state.endpoints) != 1:
+            return None
+        provider = conn.provider
+        if state.closing or provider is None or provider.is_closing:
+            return None
+        load = provider.active_streams
+        if load < conn.reserved:
+            load = conn.reserved
+        limit = self.options.max_streams_per_connection
+        peer = provider.max_streams
+        if peer is not None and peer < limit:
+            limit = peer
+        return conn if load < limit else None
+
     def _take(self) -> ConnectionRecord | None:
         """Decide, then start the dial the decision asks for; ``None``: wait for room."""
-        plan = self._state.plan(anyio.current_time)
+        state = self._state
+        plan = state.plan(anyio.current_time)
         if plan.dial is not None:
             self._dial(plan.dial)
         if plan.error is not None:
             raise plan.error
-        return plan.use
+        use = plan.use
+        if use is not None and len(state.endpoints) == 1 and len(use.endpoint.connections) == 1:
+            self._solo = use
+        return use
 
     async def _wait_for_room(self) -> ConnectionRecord:
         if self._state.waiting >= self.options.max_pending_opens:
@@ -480,6 +512,8 @@ class Pool(StreamProvider):
         record = conn.endpoint
         was_open = conn.provider is not None
         conn.state = "closed"
+        if self._solo is conn:
+            self._solo = None
         if conn in record.connections:
             record.connections.remove(conn)
         if (

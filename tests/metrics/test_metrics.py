@@ -12,7 +12,8 @@ from streams import ErrorCode, StreamRejected, StreamReset
 from streams._core.errors import ConnectionLost
 from streams.backends import memory
 from streams.testing import ConformanceOptions, ProviderConformance, ProviderPair, read_all
-from streams.wrappers.metrics import MetricsProvider, StreamMetrics
+from streams.wrappers.metrics import MetricsProvider, MetricsStream, StreamMetrics
+from tests.opaque import OpaqueProvider
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -175,3 +176,95 @@ class TestMetricsConformance(ProviderConformance):
 
     def provider_pair(self):  # type: ignore[no-untyped-def]
         return metrics_pair()
+
+
+@pytest.mark.anyio
+async def test_streams_that_do_not_count_themselves_are_wrapped_and_counted() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    with anyio.fail_after(10):
+        async with memory.pair() as (client, server), anyio.create_task_group() as tg:
+            wrapped = MetricsProvider(OpaqueProvider(client), upstream="api", metrics=metrics)
+            tg.start_soon(echo, server.listen())
+            for _ in range(3):
+                stream = await wrapped.open_stream()
+                assert isinstance(stream, MetricsStream)
+                await stream.send(b"x" * 100)
+                await stream.send_eof()
+                assert len(await read_all(stream)) == 100
+                await stream.aclose()
+            tg.cancel_scope.cancel()
+    out = {"upstream": "api", "backend": "memory", "direction": "outbound"}
+    assert sample(registry, "streams_opened_total", **out, outcome="accepted") == 3
+    assert sample(registry, "streams_sent_bytes_total", **out) == 300
+    assert sample(registry, "streams_received_bytes_total", **out) == 300
+    assert sample(registry, "streams_active", **out) == 0
+    assert sample(registry, "streams_duration_seconds_count", **out) == 3
+    assert sample(registry, "streams_open_duration_seconds_count", **out) == 3
+
+
+@pytest.mark.anyio
+async def test_open_streams_are_unwrapped_and_their_bytes_scraped_once() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    out = {"upstream": "api", "backend": "memory", "direction": "outbound"}
+    inb = {"upstream": "edge", "backend": "memory", "direction": "inbound"}
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server):
+            listener = server.listen()  # no handler: every stream is accepted and counted
+            stream = await client.open_stream()
+            accepted = await listener.accept()
+            for measured in (stream, accepted):
+                assert not isinstance(measured, MetricsStream)
+            await stream.send(b"y" * 500)
+            received = b""
+            while len(received) < 500:
+                received += await accepted.receive()
+            assert sample(registry, "streams_sent_bytes_total", **out) == 500
+            assert sample(registry, "streams_received_bytes_total", **inb) == 500
+            assert sample(registry, "streams_active", **out) == 1
+            assert sample(registry, "streams_active", **inb) == 1
+            await stream.aclose()
+            await accepted.aclose()
+    assert sample(registry, "streams_sent_bytes_total", **out) == 500
+    assert sample(registry, "streams_received_bytes_total", **inb) == 500
+    assert sample(registry, "streams_active", **out) == 0
+    assert sample(registry, "streams_active", **inb) == 0
+    assert sample(registry, "streams_opened_total", **inb, outcome="accepted") == 1
+    assert sample(registry, "streams_duration_seconds_count", **inb) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("header_label", [None, "x-tenant"])
+async def test_streams_served_by_the_listener_are_counted(header_label: str | None) -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry, header_label=header_label)
+    handled: list[int] = []
+
+    async def handler(stream) -> None:  # type: ignore[no-untyped-def]
+        data = await read_all(stream)
+        await stream.send(data)
+        await stream.send_eof()
+        handled.append(len(data))
+
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server), anyio.create_task_group() as tg:
+            tg.start_soon(server.listen().serve, handler)
+            for _ in range(5):
+                stream = await client.open_stream({"x-tenant": "t"})
+                await stream.send(b"z" * 200)
+                await stream.send_eof()
+                assert len(await read_all(stream)) == 200
+                await stream.aclose()
+            while len(handled) < 5:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    inb = {"upstream": "edge", "backend": "memory", "direction": "inbound"}
+    if header_label is not None:
+        inb["tenant"] = "t"
+    assert sample(registry, "streams_opened_total", **inb, outcome="accepted") == 5
+    assert sample(registry, "streams_received_bytes_total", **inb) == 1000
+    assert sample(registry, "streams_sent_bytes_total", **inb) == 1000
+    assert sample(registry, "streams_active", **inb) == 0
+    assert sample(registry, "streams_duration_seconds_count", **inb) == 5
