@@ -36,6 +36,7 @@ from ..._core.errors import (
 from ..._core.flow import MAX_WINDOW, FlowControlViolation
 from ..._core.headers import Headers, HeadersLike
 from ..._core.limits import FloodGuard, log_limit_exceeded
+from ..._core.loop_io import socket_receiver
 from ..._core.stream import MuxStream
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
@@ -181,12 +182,14 @@ class Http2Provider(Http2Events):
         self._teardown(ConnectionLost(f"writing to the connection failed: {exc}"))
 
     async def _read_loop(self) -> None:
+        # on trio, the socket itself: trio's receive yields after every read that found data
+        receive = socket_receiver(self._transport) or self._transport.receive
         while True:
             try:
                 if self._initial_data:
                     data, self._initial_data = self._initial_data, b""
                 else:
-                    data = await self._transport.receive(READ_SIZE)
+                    data = await receive(READ_SIZE)
             except anyio.EndOfStream:
                 self._teardown(ConnectionLost("the peer closed the connection"))
                 return
