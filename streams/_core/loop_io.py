@@ -127,14 +127,7 @@ class _Forwarder(asyncio.Protocol):
         self._ended = False
 
     def data_received(self, data: bytes) -> None:
-        # the loop calls this outside any task: anyio (through sniffio) would not know
-        # which library runs
-        local = sniffio.thread_local
-        previous, local.name = local.name, "asyncio"
-        try:
-            self._sink.input_received(data)
-        finally:
-            local.name = previous
+        _as_asyncio(self._sink.input_received, data)
 
     def eof_received(self) -> bool:
         self._inner.eof_received()
@@ -155,12 +148,18 @@ class _Forwarder(asyncio.Protocol):
         if self._ended:
             return
         self._ended = True
-        local = sniffio.thread_local
-        previous, local.name = local.name, "asyncio"
-        try:
-            self._sink.input_ended(error)
-        finally:
-            local.name = previous
+        _as_asyncio(self._sink.input_ended, error)
+
+
+def _as_asyncio(function: Callable[[Any], None], argument: Any) -> None:
+    # the loop calls the protocol outside any task: anyio (through sniffio) would not
+    # know which library runs
+    local = sniffio.thread_local
+    previous, local.name = local.name, "asyncio"
+    try:
+        function(argument)
+    finally:
+        local.name = previous
 
 
 def take_over_reading(stream: anyio.abc.ByteStream, sink: InputSink) -> ReadingControl | None:
