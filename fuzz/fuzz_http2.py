@@ -2,8 +2,8 @@
 upgrade parser.
 
 The first byte chooses the side, the part and the split. Frames may only give h2 events
-or the errors the driver translates (``_H2_ERRORS``); the upgrade parser only
-:class:`UpgradeError`, and the connection an accepted upgrade starts must come up.
+or the errors the driver translates (``H2_ERRORS`` in ``http2._inbound``); the upgrade
+parser only :class:`UpgradeError`, and the connection an accepted upgrade starts must come up.
 """
 
 from __future__ import annotations
