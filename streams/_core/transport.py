@@ -284,9 +284,13 @@ class OutboundBuffer:
         for chunk in chunks:
             self._chunks.append(chunk)
             self.queued += len(chunk)
-        self._has_data.set()
+        self._wake_writer()
         if self.queued > self._high_water and self._drained.is_set():
             self._drained = self._ops.event()
+
+    def _wake_writer(self) -> None:
+        """Something was queued: make sure the writer task sends it."""
+        self._has_data.set()
 
     async def drain(self) -> None:
         """Wait while the queue is above the high-water mark.
@@ -403,7 +407,7 @@ class CoalescingBuffer(OutboundBuffer):
 
     def write(self, *chunks: bytes | bytearray | memoryview) -> None:
         self._urgent = True
-        self._queue(chunks)
+        super().write(*chunks)
 
     def write_deferrable(
         self, hold: Callable[[], bool], *chunks: bytes | bytearray | memoryview
@@ -412,23 +416,15 @@ class CoalescingBuffer(OutboundBuffer):
         is true and nothing else is queued: an acceptance that a peer who did not wait for
         it does not need alone, when the handler's answer is about to follow."""
         self._holds.append(hold)
-        self._queue(chunks)
+        super().write(*chunks)
 
-    def _queue(self, chunks: tuple[bytes | bytearray | memoryview, ...]) -> None:
+    def _wake_writer(self) -> None:
         call_soon = self._call_soon
         if call_soon is None:
-            super().write(*chunks)
-            return
-        if self.error is not None or self._closing:
-            return
-        for chunk in chunks:
-            self._chunks.append(chunk)
-            self.queued += len(chunk)
-        if not self._kick_pending:
+            self._has_data.set()
+        elif not self._kick_pending:
             self._kick_pending = True
             call_soon(self._kick)
-        if self.queued > self._high_water and self._drained.is_set():
-            self._drained = self._ops.event()
 
     def _kick(self, turns: int = 0) -> None:
         if self._chunks and turns < _COALESCE_TURNS and self._holding():
