@@ -31,8 +31,7 @@ class LoopOps:
         "checkpoint_if_cancelled",
         "current_time",
         "event",
-        "shield_is_costly",
-        "shuffles",
+        "is_asyncio",
     )
 
     def __init__(
@@ -43,8 +42,7 @@ class LoopOps:
         cancel_shielded_checkpoint: Callable[[], Awaitable[None]],
         event: Callable[[], anyio.Event],
         current_time: Callable[[], float],
-        shield_is_costly: bool = False,
-        shuffles: bool = False,
+        is_asyncio: bool = False,
     ) -> None:
         #: check for cancellation and let other tasks run (``anyio.lowlevel.checkpoint``)
         self.checkpoint = checkpoint
@@ -56,13 +54,9 @@ class LoopOps:
         self.event = event
         #: the event loop's clock (``anyio.current_time``)
         self.current_time = current_time
-        #: ``True`` where a shielded checkpoint costs a whole cancel scope (anyio on
-        #: asyncio) rather than one scheduler trap (trio): code with a choice between
-        #: the two idioms of a synchronous operation picks the cheaper one
-        self.shield_is_costly = shield_is_costly
-        #: ``True`` where the scheduler runs each batch of ready tasks in a random order
-        #: (trio) instead of first come, first served (asyncio)
-        self.shuffles = shuffles
+        #: ``True`` on asyncio (and uvloop), whose transports buffer what the socket did
+        #: not take at once: code whose best write size depends on that asks
+        self.is_asyncio = is_asyncio
 
 
 _cache: dict[Any, LoopOps] = {}
@@ -107,8 +101,7 @@ def _resolve(backend: Any) -> LoopOps:
         cancel_shielded_checkpoint=cancel_shielded_checkpoint,
         event=type(backend.create_event()),
         current_time=backend.current_time,
-        shield_is_costly=module.endswith("._asyncio"),
-        shuffles=module.endswith("._trio"),
+        is_asyncio=module.endswith("._asyncio"),
     )
 
 

@@ -145,7 +145,7 @@ class Http2Provider(Http2Events):
         # asyncio and uvloop, whose transports copy what the kernel did not take at once,
         # a large write costs more than the sends it saves (256 MiB bulk, CPU per MiB:
         # trio 1,200 -> 1,110 us joined; asyncio 1,430 -> 1,930, uvloop 1,140 -> 1,400)
-        self._join_frames = not self.loop_ops.shield_is_costly
+        self._join_frames = not self.loop_ops.is_asyncio
         # set once a connection closed for a limit has lingered
         self._lingering: anyio.Event | None = None
 
