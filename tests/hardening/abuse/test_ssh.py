@@ -562,7 +562,10 @@ async def test_compression_is_never_negotiated(default_server: EchoServer, keys:
                 raise AssertionError("the server negotiated compression")
 
             ended = await bridge.run(compressed_only)
-    assert isinstance(ended, asyncssh.KeyExchangeFailed), repr(ended)
+    # the server answers the failed negotiation with DISCONNECT(KEY_EXCHANGE_FAILED) and
+    # closes; a client that sees the close before it reads that message reports the lost
+    # connection instead (seen once in CI). Either way no connection came up.
+    assert isinstance(ended, (asyncssh.KeyExchangeFailed, asyncssh.ConnectionLost)), repr(ended)
 
 
 # -- limits that refuse one stream and keep the connection ----------------------------------------
