@@ -158,7 +158,10 @@ class Listener(AnyioListener[Stream]):
     ) -> None:
         """Accept streams until the listener closes, running *handler* on each in a task.
 
-        Returns when the listener or its provider is closed, or the peer went away.
+        Returns when the listener or its provider is closed, or the peer went away (and,
+        without *task_group*, the handlers are done). Implementations may run a handler in
+        the task of one that finished, as long as no handler sees a context variable
+        another one set (the shared machinery does this: see ``docs/contract.md``).
         """
 
         async def run(stream: Stream) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from contextvars import copy_context
 from typing import Any
 
 import anyio
@@ -16,6 +17,20 @@ from .errors import StreamClosed
 from .loopops import LoopOps, current_loop_ops
 
 __all__ = ["QueueListener"]
+
+
+#: handler tasks kept waiting for the next stream once their handler is done, per serve()
+_IDLE_WORKERS = 16
+
+
+class _Worker:
+    """A handler task waiting for its next stream."""
+
+    __slots__ = ("stream", "wakeup")
+
+    def __init__(self) -> None:
+        self.stream: Stream | None = None
+        self.wakeup: anyio.Event
 
 
 class QueueListener(Listener):
@@ -55,28 +70,74 @@ class QueueListener(Listener):
     async def serve(
         self, handler: Callable[[Stream], Any], task_group: TaskGroup | None = None
     ) -> None:
-        # a stream accepted while this runs starts its handler's task at once, from the
-        # task that accepted it, instead of waking this one to start it a turn later
-        async def run(stream: Stream) -> None:
-            async with stream:
-                await handler(stream)
+        # A stream accepted while this runs starts its handler at once, from the task
+        # that accepted it, instead of waking this one to start it a turn later. And a
+        # handler's task, once done, waits for the next stream instead of ending: starting
+        # a task (anyio's handle, cancel scope and done event, the loop's task) costs about
+        # three times what handing a stream to a waiting one does, and one task per stream
+        # was most of what a served open-echo-close cost beyond its round trips.
+        ops = self._ops
+        if ops is None:
+            ops = self._ops = current_loop_ops()
+        idle: list[_Worker] = []
+        ended = False
+
+        async def work(stream: Stream | None) -> None:
+            # a handler that changed a context variable retires its task, so no handler
+            # sees another's context (a new task starts with a copy of its starter's)
+            context = copy_context()
+            worker: _Worker | None = None
+            while stream is not None:
+                async with stream:
+                    await handler(stream)
+                if ended or len(idle) >= _IDLE_WORKERS or copy_context() != context:
+                    return
+                if worker is None:
+                    worker = _Worker()
+                worker.stream = None
+                wakeup = worker.wakeup = ops.event()
+                idle.append(worker)
+                try:
+                    await wakeup.wait()
+                except BaseException:
+                    if worker.stream is None:
+                        if worker in idle:  # not yet let go by serve's end
+                            idle.remove(worker)
+                    else:  # handed over as this was cancelled: close it as a new task would
+                        async with worker.stream:
+                            pass
+                    raise
+                stream = worker.stream
 
         async with anyio.create_task_group() as own_group:
             group = task_group if task_group is not None else own_group
 
+            def hand_over(stream: Stream) -> bool:
+                if idle:
+                    worker = idle.pop()
+                    worker.stream = stream
+                    worker.wakeup.set()
+                    return True
+                return False
+
             def start(stream: Stream) -> bool:
-                try:
-                    group.start_soon(run, stream)
-                except RuntimeError:  # the group is closing: leave it to the queue
-                    return False
+                if not hand_over(stream):
+                    try:
+                        group.start_soon(work, stream)
+                    except RuntimeError:  # the group is closing: leave it to the queue
+                        return False
                 return True
 
             outer, self._serving = self._serving, start
             try:
                 async for stream in self:
-                    group.start_soon(run, stream)
+                    if not hand_over(stream):
+                        group.start_soon(work, stream)
             finally:
                 self._serving = outer
+                ended = True
+                while idle:
+                    idle.pop().wakeup.set()
 
     def wake(self) -> None:
         """Wake a task waiting in :meth:`accept` (to look at the queue or the end again)."""
