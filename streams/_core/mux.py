@@ -293,6 +293,8 @@ class MuxProvider(StreamProvider):
         stream = self.create_local_stream(Headers.coerce(headers))
         self.streams[stream.stream_id] = stream
         timeout = self.settings.open_timeout
+        if wait_accept:
+            self.flush_follows()  # accepted() flushes before it waits
         try:
             await self.write_open(stream)
             if wait_accept:
@@ -310,6 +312,7 @@ class MuxProvider(StreamProvider):
                 await self.loop_ops.checkpoint_if_cancelled()
         except TimeoutError:
             stream.close_now()
+            self.flush()
             raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
         except BaseException as exc:
             if self._timed_out and stream in self._timed_out:
@@ -320,6 +323,7 @@ class MuxProvider(StreamProvider):
                     raise OpenTimeout(f"the peer did not answer within {timeout} s") from None
             if stream.accept_state is AcceptState.PENDING:
                 stream.close_now()
+            self.flush()
             raise
         return stream
 
@@ -403,6 +407,10 @@ class MuxProvider(StreamProvider):
     def flush(self) -> None:
         """Write what the streams queued, if that can be done without waiting; see
         :class:`~streams._core.stream.StreamOwner`. Here: nothing (the writer task sends)."""
+
+    def flush_follows(self) -> None:
+        """The caller calls :meth:`flush` before it next yields: frames queued until then
+        need not wake the writer. Here: nothing."""
 
     def stream_finished(self, stream: MuxStream) -> None:
         """Forget a finished stream; see :class:`~streams._core.stream.StreamOwner`."""

@@ -404,6 +404,10 @@ class CoalescingBuffer(OutboundBuffer):
         # of the time somebody did, and waking a task for nothing costs more than a callback
         self._call_soon = _call_soon_of(stream) if self._direct is not None else None
         self._kick_pending = False
+        #: set by a caller that calls :meth:`flush` before it next yields (a reader handling
+        #: its input, an open that waits for its answer): what it queues until then needs
+        #: no wake-up of the writer, which would find the queue flushed
+        self.flush_follows = False
 
     def write(self, *chunks: bytes | bytearray | memoryview) -> None:
         self._urgent = True
@@ -419,6 +423,8 @@ class CoalescingBuffer(OutboundBuffer):
         super().write(*chunks)
 
     def _wake_writer(self) -> None:
+        if self.flush_follows:
+            return
         call_soon = self._call_soon
         if call_soon is None:
             self._has_data.set()
@@ -447,10 +453,13 @@ class CoalescingBuffer(OutboundBuffer):
     def flush(self) -> None:
         """Write what is queued now if the socket takes it without waiting; leave it to the
         writer task otherwise. Never blocks."""
+        self.flush_follows = False
         chunks = self._chunks
-        if not chunks or self._direct is None or self._sending or self.error is not None:
+        if not chunks or self.error is not None:
             return
-        if self._holding():
+        if self._direct is None or self._sending or self._holding():
+            # the writer task sends it (writes may have left that to this flush)
+            self._wake_writer()
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         sent = self._direct(data)
@@ -485,6 +494,8 @@ class CoalescingBuffer(OutboundBuffer):
 
         :raises ~streams.ConnectionLost: if the transport failed
         """
+        if self.flush_follows:
+            self.flush()
         if self.error is None and not self._closing and self.must_wait:
             turn = self._ops.event()
             self._turns.append(turn)

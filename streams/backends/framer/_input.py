@@ -103,6 +103,8 @@ class FramerInput(MuxProvider):
         :raises Exception: a broken limit, a protocol error, or a bug of ours (all close
             the connection: :meth:`_input_failed`)
         """
+        out = self._out
+        out.flush_follows = True
         self._reading = True
         try:
             for event in self._decoder.receive_data(data):
@@ -112,9 +114,9 @@ class FramerInput(MuxProvider):
                     self._on_control(event)
         finally:
             self._reading = False
-        # answers to what arrived (acceptances, credit, pongs) leave before the reader
-        # waits again
-        self._out.flush()
+            # answers to what arrived (acceptances, credit, pongs) leave before the reader
+            # waits again; on a failure, so do the answers to what came before it
+            out.flush()
 
     def _input_failed(self, exc: Exception) -> bool:
         """Close the connection for *exc*, raised by :meth:`_feed`; ``True`` if the peer's

@@ -516,6 +516,9 @@ class FramerProvider(FramerLifecycle):
     def flush(self) -> None:
         self._out.flush()
 
+    def flush_follows(self) -> None:
+        self._out.flush_follows = True
+
     def stream_finished(self, stream: MuxStream) -> None:
         self.last_activity = time.monotonic()
         if self._readers:
