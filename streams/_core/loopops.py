@@ -95,11 +95,15 @@ def _resolve(backend: Any) -> LoopOps:
         checkpoint_if_cancelled = (
             _asyncio_checkpoint_if_cancelled(sys.modules[module]) or checkpoint_if_cancelled
         )
+    event_type = type(backend.create_event())
+    event: Callable[[], anyio.Event] = event_type
+    if module.endswith("._asyncio") and _FutureEvent.fits(event_type):
+        event = _FutureEvent
     return LoopOps(
         checkpoint=checkpoint,
         checkpoint_if_cancelled=checkpoint_if_cancelled,
         cancel_shielded_checkpoint=cancel_shielded_checkpoint,
-        event=type(backend.create_event()),
+        event=event,
         current_time=backend.current_time,
         is_asyncio=module.endswith("._asyncio"),
     )
@@ -157,6 +161,78 @@ def _asyncio_checkpoint_if_cancelled(backend: Any) -> Callable[[], Awaitable[Non
         return _DONE
 
     return checkpoint_if_cancelled
+
+
+class _FutureEvent(anyio.Event):
+    """anyio's event on asyncio, whose waiter awaits a bare future.
+
+    anyio's asyncio event wraps an ``asyncio.Event``: a wait is two coroutine frames and a
+    future, a set two method calls and a walk of a waiter list, and making one makes two
+    objects. The streams wait on events many times per open-echo-close, nearly always one
+    task on one event, so this one keeps one future for its first waiter (a list only for
+    more) and ``wait()`` returns that future to await. The semantics are anyio's: waiting
+    on a set event is a checkpoint; a cancelled waiter's future is cancelled (asyncio does
+    that), and :meth:`set` passes it by. One difference: ``wait()`` returns an awaitable,
+    not a coroutine, so ``await event.wait()`` works and ``start_soon(event.wait)`` does
+    not (nothing here does that).
+    """
+
+    __slots__ = ("_flag", "_others", "_waiter")
+
+    def __new__(cls) -> _FutureEvent:
+        return object.__new__(cls)
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._others: list[asyncio.Future[None]] | None = None
+
+    @staticmethod
+    def fits(event_type: type) -> bool:
+        """``True`` if anyio's asyncio event is the kind this one replaces (its wait a
+        coroutine function over an ``asyncio.Event``), as in the anyio versions this was
+        written against."""
+        return "_event" in getattr(event_type, "__slots__", ())
+
+    def set(self) -> None:
+        if self._flag:
+            return
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+            others = self._others
+            if others is not None:
+                self._others = None
+                for future in others:
+                    if not future.done():
+                        future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self) -> Awaitable[None]:  # type: ignore[override]
+        if self._flag:
+            return asyncio.sleep(0)
+        future: asyncio.Future[None] = asyncio.Future(loop=asyncio.get_running_loop())
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._waiter = future
+        elif self._others is None:
+            self._others = [future]
+        else:
+            # waiters cancelled meanwhile leave, so a wait in a loop of timeouts stays small
+            others = self._others = [other for other in self._others if not other.done()]
+            others.append(future)
+        return future
+
+    def statistics(self) -> anyio.EventStatistics:
+        waiting = [self._waiter, *(self._others or ())]
+        return anyio.EventStatistics(
+            sum(1 for future in waiting if future is not None and not future.done())
+        )
 
 
 _GENERIC = LoopOps(
