@@ -14,7 +14,7 @@ import asyncio
 import sys
 import weakref
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -99,6 +99,12 @@ def _resolve(backend: Any) -> LoopOps:
     event: Callable[[], anyio.Event] = event_type
     if module.endswith("._asyncio") and _FutureEvent.fits(event_type):
         event = _FutureEvent
+    elif module.endswith("._trio") and "__original" in getattr(event_type, "__slots__", ()):
+        import trio
+
+        # anyio's trio event only forwards to trio's, one coroutine frame per wait more;
+        # trio's has the same methods and the same semantics
+        event = cast("Callable[[], anyio.Event]", trio.Event)
     return LoopOps(
         checkpoint=checkpoint,
         checkpoint_if_cancelled=checkpoint_if_cancelled,
