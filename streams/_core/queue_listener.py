@@ -46,6 +46,18 @@ class QueueListener(Listener):
         #: while :meth:`serve` runs (or :meth:`forward_to` is set): takes a stream as it is
         #: accepted, instead of the queue; ``False`` if it cannot (the queue takes it then)
         self._serving: Callable[[Stream], bool] | None = None
+        # how many of serve()'s handler tasks may wait for a stream once their own is done
+        self._idle_limit = _IDLE_WORKERS
+        # while serve() runs: lets its idle handler tasks beyond a number go
+        self._retire: Callable[[int], None] | None = None
+
+    def limit_idle(self, limit: int) -> None:
+        """Let at most *limit* handler tasks of :meth:`serve` wait for a stream (16 at most,
+        the default); those beyond it end now. A server sets 0 while it has no connection,
+        so that idle tasks do not outlive the traffic that needed them."""
+        self._idle_limit = min(limit, _IDLE_WORKERS)
+        if self._retire is not None:
+            self._retire(self._idle_limit)
 
     def forward_to(self, take: Callable[[Stream], bool] | None) -> None:
         """Hand each stream accepted from now on to *take* as it is accepted (from the
@@ -90,7 +102,7 @@ class QueueListener(Listener):
             while stream is not None:
                 async with stream:
                     await handler(stream)
-                if ended or len(idle) >= _IDLE_WORKERS or copy_context() != context:
+                if ended or len(idle) >= self._idle_limit or copy_context() != context:
                     return
                 if worker is None:
                     worker = _Worker()
@@ -128,16 +140,22 @@ class QueueListener(Listener):
                         return False
                 return True
 
+            def retire(keep: int) -> None:
+                # the longest idle go first (the front of the stack)
+                while len(idle) > keep:
+                    idle.pop(0).wakeup.set()
+
             outer, self._serving = self._serving, start
+            outer_retire, self._retire = self._retire, retire
             try:
                 async for stream in self:
                     if not hand_over(stream):
                         group.start_soon(work, stream)
             finally:
                 self._serving = outer
+                self._retire = outer_retire
                 ended = True
-                while idle:
-                    idle.pop().wakeup.set()
+                retire(0)
 
     def wake(self) -> None:
         """Wake a task waiting in :meth:`accept` (to look at the queue or the end again)."""

@@ -44,6 +44,11 @@ class MergedListener(QueueListener):
         self._put(item)
         return True
 
+    def connections_open(self, count: int) -> None:
+        """*count* connections feed this listener now: handler tasks of :meth:`serve`
+        wait for more streams only while there is one (the last to close lets them go)."""
+        self.limit_idle(16 if count else 0)
+
     def end(self, error: BaseException) -> None:
         """No more streams will come: :meth:`accept` raises *error* once the queue is empty."""
         if self._ended is None:
@@ -182,6 +187,7 @@ class ConnectionServer(StreamServer):
         try:
             async with self._make_provider(byte_stream) as provider:
                 self._providers.add(provider)
+                self._merged.connections_open(len(self._providers))
                 try:
                     listener = provider.listen(self._handler)
                     if isinstance(listener, QueueListener):
@@ -202,6 +208,7 @@ class ConnectionServer(StreamServer):
                             await stream.reset(ErrorCode.REFUSED_STREAM)
                 finally:
                     self._providers.discard(provider)
+                    self._merged.connections_open(len(self._providers))
         except Exception as exc:
             logger.info("connection on %s ended: %r", self._address, exc)
             await anyio.aclose_forcefully(byte_stream)

@@ -215,6 +215,7 @@ class MemoryServer(StreamServer):
     ) -> None:
         async with provider:
             self._providers.add(provider)
+            self._merged.connections_open(len(self._providers))
             task_status.started()
             try:
                 listener = provider.listen(self._handler)
@@ -230,6 +231,7 @@ class MemoryServer(StreamServer):
                         await stream.reset(ErrorCode.REFUSED_STREAM)
             finally:
                 self._providers.discard(provider)
+                self._merged.connections_open(len(self._providers))
 
     async def aclose(self, *, grace: float | None = None) -> None:
         if self._closing:
