@@ -81,6 +81,29 @@ def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[Any], int] | None:
     return None
 
 
+def transport_backlog(stream: anyio.abc.ByteStream) -> Callable[[], Awaitable[None]] | None:
+    """For anyio's asyncio socket streams: a function whose result to await until the
+    transport has handed everything it buffered to the socket; ``None`` for other streams.
+
+    A writer that writes to the transport directly (:func:`direct_writer`) and a writer
+    task that sends through anyio would otherwise each leave up to a queue's worth in the
+    transport; the task waits for this first, so the transport holds one at most.
+    """
+    kind = type(stream)
+    if kind.__module__ != _ASYNCIO or kind.__name__ != "SocketStream":
+        return None
+    protocol: Any = getattr(stream, "_protocol", None)
+    if protocol is None or getattr(protocol, "write_event", None) is None:
+        return None
+
+    async def wait_for_transport() -> None:
+        # pausing replaces the event with a new one: look it up each time
+        while not protocol.write_event.is_set():
+            await protocol.write_event.wait()
+
+    return wait_for_transport
+
+
 class InputSink(Protocol):
     """Where :func:`take_over_reading` delivers a connection's input, from the event loop."""
 

@@ -19,7 +19,7 @@ import anyio.abc
 from anyio.streams.tls import TLSListener, TLSStream
 
 from .errors import ConfigError, ConnectionLost
-from .loop_io import direct_writer
+from .loop_io import direct_writer, transport_backlog
 from .loopops import current_loop_ops
 
 __all__ = [
@@ -397,6 +397,11 @@ class CoalescingBuffer(OutboundBuffer):
         # a wrapper that only watches the writer's sends may name the socket stream under
         # it: writes that never wait need no watching
         self._direct = direct_writer(direct_to if direct_to is not None else stream)
+        self._backlog = (
+            transport_backlog(direct_to if direct_to is not None else stream)
+            if self._direct is not None
+            else None
+        )
         #: ``True`` while the writer task holds chunks it took but has not sent yet
         self._sending = False
         # where the loop can run a plain callback at its next turn (asyncio), the writer
@@ -404,6 +409,8 @@ class CoalescingBuffer(OutboundBuffer):
         # of the time somebody did, and waking a task for nothing costs more than a callback
         self._call_soon = _call_soon_of(stream) if self._direct is not None else None
         self._kick_pending = False
+        # the first queued chunk is the rest of a frame a flush wrote in part
+        self._partial_head = False
         #: set by a caller that calls :meth:`flush` before it next yields (a reader handling
         #: its input, an open that waits for its answer): what it queues until then needs
         #: no wake-up of the writer, which would find the queue flushed
@@ -471,15 +478,28 @@ class CoalescingBuffer(OutboundBuffer):
             self._chunks = [rest]
             self.queued = len(rest)
             self._urgent = True
+            self._partial_head = True
             self._has_data.set()
 
     def _taken(self) -> None:
         self._chunks = []
+        self._partial_head = False
         self.queued = 0
         self._holds.clear()
         self._urgent = False
         self._drained.set()
         self._wake(self._batch)
+
+    def discard_queued(self) -> None:
+        """Drop what the writer has not taken yet, except the rest of a frame already
+        begun on the wire: for a peer being cut off, whose Go Away should not wait behind
+        data it will never use."""
+        keep = self._chunks[:1] if self._partial_head else []
+        self._chunks = keep
+        self.queued = len(keep[0]) if keep else 0
+        self._holds.clear()
+        self._drained.set()
+        self._wake(len(self._turns))
 
     @property
     def must_wait(self) -> bool:
@@ -536,6 +556,12 @@ class CoalescingBuffer(OutboundBuffer):
                         return
                     self._has_data = self._ops.event()
                     continue
+                if self._backlog is not None:
+                    # a flush may have left the transport a backlog: what is queued waits
+                    # here rather than pile up behind it
+                    await self._backlog()
+                    if not self._chunks:  # a flush wrote them meanwhile
+                        continue
                 chunks = self._chunks
                 self._has_data = self._ops.event()
                 if self._closing:
