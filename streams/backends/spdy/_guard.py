@@ -60,11 +60,15 @@ class SendCounter(anyio.abc.ByteStream):
         self.sends = 0
         self._waiter: anyio.Event | None = None
 
-    async def send(self, item: bytes) -> None:
+    def started(self) -> None:
+        """A send starts: from here, or written straight to the socket by the queue."""
         self.sends += 1
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
             waiter.set()
+
+    async def send(self, item: bytes) -> None:
+        self.started()
         await self.inner.send(item)
 
     async def wait_send(self) -> None:

@@ -22,7 +22,8 @@ from ..._core.errors import (
 )
 from ..._core.flow import MAX_WINDOW, FlowControlViolation, ReceiveWindow, SendWindow
 from ..._core.limits import log_limit_exceeded
-from ..._core.transport import OutboundBuffer
+from ..._core.loop_io import socket_receiver
+from ..._core.transport import CoalescingBuffer
 from . import codec as spdy
 from ._guard import AnswerQueue, SendCounter, SessionGuard, limit_error, peer_name
 from ._lifecycle import InnerTaskGroupProvider
@@ -62,7 +63,12 @@ class SpdySession(InnerTaskGroupProvider):
             max_headers=settings.max_headers,
         )
         self._wire = SendCounter(transport)
-        self._out = OutboundBuffer(self._wire, settings.write_buffer)
+        self._out = _Outbound(
+            self._wire,
+            settings.write_buffer,
+            turn_bytes=settings.max_frame_size,
+            direct_to=transport,
+        )
         self._answers = AnswerQueue(
             self._wire, settings.max_queued_control_frames, settings.max_queued_control_bytes
         )
@@ -163,6 +169,9 @@ class SpdySession(InnerTaskGroupProvider):
             return
         assert self._guard is not None
         log_limit_exceeded(logger, error, self._guard.peer)
+        # the session ends for what the peer did: what it would still get (echoes of a
+        # flood, say) must not hold the GOAWAY back from a peer that reads slowly
+        self._out.discard_queued()
         self._goaway(GoAwayStatus.PROTOCOL_ERROR)
         self._fail(error)
 
@@ -176,17 +185,23 @@ class SpdySession(InnerTaskGroupProvider):
     # -- reading ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        receive = socket_receiver(self._transport) or self._transport.receive
+        out = self._out
         try:
             while True:
                 try:
-                    data = await self._transport.receive(256 * 1024)
+                    data = await receive(256 * 1024)
                 except anyio.EndOfStream:
                     self._fail(self._going_away or ConnectionLost("the peer closed the connection"))
                     return
                 for event in self.codec.receive_data(data):
                     await self._handle(event)
                     if self._answers.over() is not None:
+                        out.flush()
                         await self._answers.wait_for_writer()
+                # answers to what arrived (replies, credit, pongs) leave before the reader
+                # waits again, in one write with what the streams queued meanwhile
+                out.flush()
         except SessionError as exc:
             self._fail_session(exc)
         except LimitExceeded as exc:
@@ -220,6 +235,14 @@ class SpdySession(InnerTaskGroupProvider):
             group.start_soon(discard)
             await self._writer_done.wait()
             group.cancel_scope.cancel()
+
+    # -- the stream owner's output hooks ---------------------------------------------------
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def flush_follows(self) -> None:
+        self._out.flush_follows = True
 
     # -- the session window and answers ----------------------------------------------------
 
@@ -345,3 +368,14 @@ class SpdySession(InnerTaskGroupProvider):
     @abstractmethod
     async def _handle(self, event: spdy.Event) -> None:
         """Act on one event of the codec."""
+
+
+class _Outbound(CoalescingBuffer):
+    """The session's queue, telling the answer limits when the queue is taken, whether by
+    the writer task or written straight to the socket by a flush."""
+
+    _stream: SendCounter
+
+    def _taken(self) -> None:
+        super()._taken()
+        self._stream.started()

@@ -46,6 +46,7 @@ class SpdyProvider(SpdySession):
     """
 
     backend_name = "spdy"
+    write_open_checkpoints = False
 
     # -- frame handlers --------------------------------------------------------------------
 
@@ -306,8 +307,11 @@ class SpdyProvider(SpdySession):
             assert isinstance(stream, SpdyStream)
             stream.on_wire = False
             raise
+        # no yield unless the output is full: the open leaves in one write with the data
+        # and end of stream the caller queues next (MuxProvider checks for cancellation)
         self._out.write(frame)
-        await anyio.lowlevel.checkpoint()
+        if self._out.must_wait:
+            await self._out.drain()
 
     def write_accept(self, stream: MuxStream, response_headers: Headers) -> None:
         try:
@@ -340,7 +344,7 @@ class SpdyProvider(SpdySession):
         hold_limit = self.spdy_settings.receive_window
         try:
             while remaining:
-                if self._out.queued > self.spdy_settings.write_buffer:
+                if self._out.must_wait:
                     # before writing, not only after: many streams writing at once must
                     # not each add a frame to a queue that is already full
                     await self._out.drain()
@@ -381,7 +385,10 @@ class SpdyProvider(SpdySession):
                 remaining = remaining[size:]
                 if self._no_flow_control:
                     stream.on_window_update(size)
-                await self._out.drain()
+                # no yield while there is room: MuxStream.send checked for cancellation,
+                # and the frames queued until the task waits leave in one write
+                if self._out.must_wait:
+                    await self._out.drain()
         finally:
             if remaining and not self._no_flow_control and not stream.finished:
                 # a cancelled send: give back the stream credit MuxStream took for it
