@@ -315,3 +315,48 @@ async def test_our_peers_encrypt_with_aes_gcm(ssh_keys: Keys) -> None:
             assert provider.conn is not None
             assert provider.conn.get_extra_info("send_cipher") == "aes128-gcm@openssh.com"
             assert provider.conn.get_extra_info("recv_cipher") == "aes128-gcm@openssh.com"
+
+
+async def test_a_finished_stream_leaves_no_cycle_behind(ssh_keys: Keys) -> None:
+    """A stream, its session and its channel are freed by reference counting as the stream
+    ends, on both sides: nothing of them is left for the cycle collector, whose runs cost
+    an open-echo-close about a tenth of its time when each stream left a cycle."""
+    import gc
+
+    with anyio.fail_after(20):
+        async with ssh_pair(ssh_keys) as pair:
+            listener = pair.server.listen()
+
+            async def echo() -> None:
+                async for accepted in listener:
+                    async with accepted:
+                        await accepted.send(await accepted.receive())
+                        await read_all(accepted)
+                        await accepted.send_eof()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(echo)
+                await _echo_once_plain(pair.client)
+                gc.collect()
+                gc.disable()
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                try:
+                    for _ in range(5):
+                        await _echo_once_plain(pair.client)
+                    await anyio.sleep(0.05)  # the last CLOSE answers
+                    gc.collect()
+                    left = {type(item).__name__ for item in gc.garbage}
+                finally:
+                    gc.set_debug(0)
+                    gc.garbage.clear()
+                    gc.enable()
+                group.cancel_scope.cancel()
+    assert not left & {"MuxStream", "ChannelSession", "StreamChannel"}, left
+
+
+async def _echo_once_plain(client: Any) -> None:
+    stream = await client.open_stream()
+    await stream.send(b"m" * 64)
+    await stream.send_eof()
+    assert await read_all(stream) == b"m" * 64
+    await stream.aclose()

@@ -186,6 +186,15 @@ class StreamChannel(SSHForwardChannel[bytes]):
 
     # -- both ------------------------------------------------------------------------------
 
+    def _cleanup(self, exc: Exception | None = None) -> None:
+        super()._cleanup(exc)
+        # asyncssh drops its link to the session here; dropping ours too leaves no cycle
+        # (channel, session, stream), so all three are freed as the stream ends, not by the
+        # cycle collector: per exchange that collector otherwise ran about 30 us (asyncio).
+        # No packet reaches a cleaned-up channel; it may be cleaned up twice (a refusal
+        # schedules it, the connection's end runs it again).
+        vars(self).pop("stream_session", None)
+
     def _start(self, reply: bytes) -> None:
         # what asyncssh does once a forwarded channel is open, without its task per open
         session = self.stream_session
