@@ -335,7 +335,6 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # not open yet: queued, and sent as the channel opens
             self._early.append(bytes(data))
             self._early_size += len(data)
-            await self.provider.loop_ops.checkpoint()
             return
         while self.chan is None or self._writing_paused:
             if self.lost:
@@ -363,7 +362,9 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             # a channel closed under the write: by the whole connection failing (its error
             # is the one to see), or by the peer alone (a reset)
             raise self._closed_under_write() from exc
-        await self.provider.loop_ops.checkpoint()
+        # no turn of the loop after a write that did not wait (docs/contract.md,
+        # Checkpoints): the stream's send was the cancel point, and both buffers are
+        # bounded, so a loop of sends still yields as soon as one of them has to wait
 
     def write_eof(self) -> None:
         """Half-close the channel (now, or once it is open)."""
