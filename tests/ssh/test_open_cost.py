@@ -360,3 +360,52 @@ async def _echo_once_plain(client: Any) -> None:
     await stream.send_eof()
     assert await read_all(stream) == b"m" * 64
     await stream.aclose()
+
+
+async def test_small_packets_of_one_turn_leave_in_one_write(ssh_keys: Keys) -> None:
+    """asyncssh writes each packet (and an IGNORE before each) to the socket on its own:
+    16 writes per open-echo-close. Gathered per turn, they are five: the opener writes
+    the open, then the data with its EOF, then its CLOSE (answering the acceptor's);
+    the acceptor writes its answer, then its data, EOF and CLOSE together."""
+    rounds = 5
+    with anyio.fail_after(20):
+        async with ssh_pair(ssh_keys) as pair:
+            assert isinstance(pair.client, SSHProvider)
+            assert isinstance(pair.server, SSHProvider)
+            writes: collections.Counter[str] = collections.Counter()
+            restore = []
+            for side, provider in (("client", pair.client), ("server", pair.server)):
+                gathering = provider._writes
+                assert gathering is not None
+                real = gathering.transport
+                original = real.write
+
+                def write(data: Any, _side: str = side, _original: Any = original) -> None:
+                    writes[_side] += 1
+                    _original(data)
+
+                real.write = write  # type: ignore[method-assign]
+                restore.append((real, original))
+            listener = pair.server.listen()
+
+            async def echo() -> None:
+                async for accepted in listener:
+                    async with accepted:
+                        await accepted.send(await accepted.receive())
+                        await read_all(accepted)
+                        await accepted.send_eof()
+
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(echo)
+                    await _echo_once_plain(pair.client)
+                    await anyio.sleep(0.05)
+                    writes.clear()
+                    for _ in range(rounds):
+                        await _echo_once_plain(pair.client)
+                    await anyio.sleep(0.05)  # the last CLOSE answers
+                    group.cancel_scope.cancel()
+            finally:
+                for real, original in restore:
+                    real.write = original  # type: ignore[method-assign]
+    assert writes == {"client": 3 * rounds, "server": 2 * rounds}, writes

@@ -36,6 +36,7 @@ from ..._core.mux import MuxProvider, MuxSettings
 from ..._core.stream import MuxStream
 from ._bridge import Bridge
 from ._channel import ChannelKind, ChannelSession, translate_error, watch_eof
+from ._coalesce import CoalescingTransport, coalesce_writes
 from ._codec import (
     CONTROL_PATH,
     GOAWAY,
@@ -124,6 +125,8 @@ class SSHProvider(MuxProvider):
         self.guard: ConnectionGuard | None = None
         #: ``True`` once the peer opened its control channel (one is allowed)
         self.control_requested = False
+        #: the connection's writes, gathered per turn (made when the provider is attached)
+        self._writes: CoalescingTransport | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -153,6 +156,7 @@ class SSHProvider(MuxProvider):
         self.user = str(username) if username is not None else None
         install(conn, lambda data: accept_open(self, data))
         lazy_keepalive(conn)
+        self._writes = coalesce_writes(conn)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
@@ -482,6 +486,12 @@ class SSHProvider(MuxProvider):
             self._control.send(encode_control(GOAWAY))
 
     # -- the stream owner interface --------------------------------------------------------
+
+    def flush(self) -> None:
+        """A stream is about to wait or was closed: what it wrote leaves now."""
+        writes = self._writes
+        if writes is not None:
+            writes.flush()
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         session = self.sessions.get(stream.stream_id)
