@@ -409,3 +409,40 @@ async def test_small_packets_of_one_turn_leave_in_one_write(ssh_keys: Keys) -> N
                 for real, original in restore:
                     real.write = original  # type: ignore[method-assign]
     assert writes == {"client": 3 * rounds, "server": 2 * rounds}, writes
+
+
+async def test_packets_are_logged_at_debug_level_three(
+    ssh_keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The packet log is described only when asyncssh writes it, and then as before."""
+    import logging
+
+    async def packet_lines() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+            await _echo_once_plain(pair.client)
+        return [r.getMessage() for r in caplog.records if "MSG_CHANNEL_DATA" in r.getMessage()]
+
+    with anyio.fail_after(20):
+        async with ssh_pair(ssh_keys) as pair:
+            listener = pair.server.listen()
+
+            async def echo() -> None:
+                async for accepted in listener:
+                    async with accepted:
+                        await accepted.send(await read_all(accepted))
+                        await accepted.send_eof()
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(echo)
+                assert await packet_lines() == []
+                asyncssh.set_debug_level(3)
+                try:
+                    lines = await packet_lines()
+                finally:
+                    asyncssh.set_debug_level(1)
+                group.cancel_scope.cancel()
+    assert any(line.startswith("[conn=") and "Sent MSG_CHANNEL_DATA" in line for line in lines), (
+        lines
+    )
+    assert any("Received MSG_CHANNEL_DATA" in line for line in lines), lines

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.channel import SSHForwardChannel
 from asyncssh.constants import DEFAULT_LANG, MSG_CHANNEL_EOF, MSG_CHANNEL_OPEN
+from asyncssh.logging import SSHLogger
 from asyncssh.misc import map_handler_name
 from asyncssh.packet import String, UInt32
 
@@ -185,6 +186,19 @@ class StreamChannel(SSHForwardChannel[bytes]):
         self._loop.call_soon(self._cleanup)
 
     # -- both ------------------------------------------------------------------------------
+
+    # asyncssh describes each packet for its debug log before looking at the level
+    # (``_packetlog``): here the level is looked at first
+
+    def log_sent_packet(self, pkttype: int, pktid: int | None, packet: Any, note: str = "") -> None:
+        if SSHLogger._debug_level >= 3:
+            super().log_sent_packet(pkttype, pktid, packet, note)
+
+    def log_received_packet(
+        self, pkttype: int, pktid: int | None, packet: Any, note: str = ""
+    ) -> None:
+        if SSHLogger._debug_level >= 3:
+            super().log_received_packet(pkttype, pktid, packet, note)
 
     def _cleanup(self, exc: Exception | None = None) -> None:
         super()._cleanup(exc)
