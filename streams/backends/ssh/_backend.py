@@ -21,6 +21,7 @@ from ..._core.backend import Backend, BackendOptions, SSHConfig
 from ..._core.errors import ConfigError, ConnectionLost, ErrorCode, LimitExceeded, StreamClosed
 from ..._core.limits import log_limit_exceeded
 from ..._core.mux import MuxSettings
+from ..._core.queue_listener import QueueListener
 from ..._core.server import MergedListener, StreamServer
 from ..._core.transport import Address
 from ._bridge import Bridge, open_bridge
@@ -269,6 +270,11 @@ class SSHStreamServer(StreamServer):
                     await provider.wait_closed()
                     return
                 listener = provider.listen(self._handler)
+                if isinstance(listener, QueueListener):
+                    # accepted streams go straight to the server's listener (and on to
+                    # its serve()), without waking this task for each (a task step per
+                    # stream); what the server's backlog refuses comes through accept()
+                    listener.forward_to(self._merged.feed)
                 while True:
                     try:
                         stream = await listener.accept()

@@ -21,7 +21,6 @@ gathered first, so nothing written is dropped that the transport would have sent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +81,10 @@ class CoalescingTransport:
         if self.transport.is_closing():
             return  # lost under us: asyncssh learns that from the transport
         data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
-        # as asyncssh's own write: the connection's end is reported elsewhere
-        with contextlib.suppress(ConnectionError):
+        try:
             self.transport.write(data)
+        except ConnectionError:
+            return  # as asyncssh's own write: the connection's end is reported elsewhere
 
     def _flush_at_turn(self) -> None:
         self._scheduled = False
