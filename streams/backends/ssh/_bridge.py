@@ -48,9 +48,13 @@ class Bridge:
     ) -> None:
         self.library = library
         self._adapt = adapt
-        self._pin: contextlib.AbstractContextManager[None] = (
-            _Pin(library) if sniffio is not None else contextlib.nullcontext()
-        )
+        self._pin: contextlib.AbstractContextManager[None]
+        if sniffio is None:
+            self._pin = contextlib.nullcontext()
+        elif library == "asyncio":
+            self._pin = _AsyncioPin()
+        else:
+            self._pin = _Pin(library)
 
     async def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await the asyncio coroutine function *function* with *args*."""
@@ -87,6 +91,31 @@ class _Pin:
         name, token = self._saved.pop()
         sniffio.current_async_library_cvar.reset(token)
         sniffio.thread_local.name = name
+
+
+class _AsyncioPin:
+    """:class:`_Pin` on asyncio, where sniffio's thread-local name is enough: a task
+    started in the block is an asyncio task, which sniffio recognises by itself, so the
+    context variable (for what such a task inherits) is left alone. Every asyncssh
+    callback enters it; blocks nest strictly, and only the outermost sets and restores."""
+
+    __slots__ = ("_depth", "_saved")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._saved: str | None = None
+
+    def __enter__(self) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            local = sniffio.thread_local
+            self._saved = local.name
+            local.name = "asyncio"
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if not self._depth:
+            sniffio.thread_local.name = self._saved
 
 
 def _import_trio_asyncio() -> Any:
