@@ -411,17 +411,20 @@ async def test_small_packets_of_one_turn_leave_in_one_write(ssh_keys: Keys) -> N
     assert writes == {"client": 3 * rounds, "server": 2 * rounds}, writes
 
 
-async def test_packets_are_logged_at_debug_level_three(
+async def test_asyncssh_logs_what_it_logged_before(
     ssh_keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The packet log is described only when asyncssh writes it, and then as before."""
+    """asyncssh's log lines are made only when they are written (packets at debug level 3,
+    a channel's messages when their level is on), and then as before, with their
+    connection and channel context."""
     import logging
 
-    async def packet_lines() -> list[str]:
+    async def lines(level: int) -> list[str]:
         caplog.clear()
-        with caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        with caplog.at_level(level, logger="asyncssh"):
             await _echo_once_plain(pair.client)
-        return [r.getMessage() for r in caplog.records if "MSG_CHANNEL_DATA" in r.getMessage()]
+            await anyio.sleep(0.05)  # the CLOSE answers
+        return [record.getMessage() for record in caplog.records]
 
     with anyio.fail_after(20):
         async with ssh_pair(ssh_keys) as pair:
@@ -435,14 +438,23 @@ async def test_packets_are_logged_at_debug_level_three(
 
             async with anyio.create_task_group() as group:
                 group.start_soon(echo)
-                assert await packet_lines() == []
+                assert await lines(logging.WARNING) == []
+                debug = await lines(logging.DEBUG)
+                info = await lines(logging.INFO)
                 asyncssh.set_debug_level(3)
                 try:
-                    lines = await packet_lines()
+                    packets = await lines(logging.DEBUG)
                 finally:
                     asyncssh.set_debug_level(1)
                 group.cancel_scope.cancel()
-    assert any(line.startswith("[conn=") and "Sent MSG_CHANNEL_DATA" in line for line in lines), (
-        lines
+    assert not any("MSG_CHANNEL_DATA" in line for line in debug), debug
+    assert any(
+        line.startswith("[conn=") and "chan=" in line and "Set write buffer limits" in line
+        for line in debug
+    ), debug
+    assert any(line.startswith("[conn=") and "Channel closed" in line for line in info), info
+    assert not any("Set write buffer limits" in line for line in info), info
+    assert any(line.startswith("[conn=") and "Sent MSG_CHANNEL_DATA" in line for line in packets), (
+        packets
     )
-    assert any("Received MSG_CHANNEL_DATA" in line for line in lines), lines
+    assert any("Received MSG_CHANNEL_DATA" in line for line in packets), packets

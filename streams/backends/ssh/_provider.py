@@ -64,7 +64,7 @@ from ._config import (
 from ._control import ControlSession
 from ._keepalive import lazy_keepalive
 from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
-from ._packetlog import quiet_packet_log
+from ._packetlog import quiet_logging
 from ._streamchannel import accept_open, install, send_open
 
 __all__ = ["SSHProvider"]
@@ -158,7 +158,7 @@ class SSHProvider(MuxProvider):
         install(conn, lambda data: accept_open(self, data))
         lazy_keepalive(conn)
         self._writes = coalesce_writes(conn)
-        quiet_packet_log(conn)
+        quiet_logging(conn)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
