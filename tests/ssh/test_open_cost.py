@@ -458,3 +458,72 @@ async def test_asyncssh_logs_what_it_logged_before(
         packets
     )
     assert any("Received MSG_CHANNEL_DATA" in line for line in packets), packets
+
+
+async def test_no_ignore_packet_under_aes_gcm(ssh_keys: Keys) -> None:
+    """asyncssh puts an IGNORE before every packet (RFC 4251's countermeasure for CBC
+    mode); under AES-GCM none arrives, and the exchange still takes its eight messages."""
+    from asyncssh.constants import MSG_IGNORE
+
+    with anyio.fail_after(20):
+        async with ssh_pair(ssh_keys) as pair:
+            assert isinstance(pair.client, SSHProvider)
+            assert isinstance(pair.server, SSHProvider)
+            received: collections.Counter[str] = collections.Counter()
+            for side, provider in (("client", pair.client), ("server", pair.server)):
+                conn = provider.conn
+                assert conn is not None
+                original = conn._packet_handlers[MSG_IGNORE]
+
+                def on_ignore(
+                    handler: Any, *args: Any, _side: str = side, _original: Any = original
+                ) -> Any:
+                    received[_side] += 1
+                    return _original(handler, *args)
+
+                conn._packet_handlers[MSG_IGNORE] = on_ignore
+            listener = pair.server.listen()
+            async with anyio.create_task_group() as group:
+
+                async def echo() -> None:
+                    async for accepted in listener:
+                        async with accepted:
+                            await accepted.send(await read_all(accepted))
+                            await accepted.send_eof()
+
+                group.start_soon(echo)
+                with _counting(pair.client, pair.server) as sent:
+                    for _ in range(3):
+                        await _echo_once_plain(pair.client)
+                    await anyio.sleep(0.05)
+                group.cancel_scope.cancel()
+    assert received == {}, received
+    assert sum(sent.values()) == 3 * 8, sent
+
+
+def test_an_ignore_stays_under_other_ciphers() -> None:
+    """Only asyncssh's own empty IGNORE, and only under an AEAD cipher, is left out."""
+    from asyncssh.constants import MSG_IGNORE
+    from asyncssh.encryption import GCMEncryption
+    from asyncssh.packet import String
+
+    from streams.backends.ssh._ignore import skip_ignore_under_aead
+
+    class Conn:
+        def __init__(self, encryption: object) -> None:
+            self._send_encryption = encryption
+            self.sent: list[tuple[int, tuple[bytes, ...]]] = []
+
+        def send_packet(self, pkttype: int, *args: bytes, handler: Any = None) -> None:
+            self.sent.append((pkttype, args))
+
+    aead = Conn(object.__new__(GCMEncryption))
+    other = Conn(object())  # a CBC or CTR cipher's object, or none yet
+    for conn in (aead, other):
+        skip_ignore_under_aead(conn)
+        conn.send_packet(MSG_IGNORE, String(b""))
+        conn.send_packet(MSG_IGNORE, String(b"padding"))
+        conn.send_packet(MSG_CHANNEL_DATA, UInt32(0), String(b"x"))
+    assert [kind for kind, _ in aead.sent] == [MSG_IGNORE, MSG_CHANNEL_DATA]
+    assert aead.sent[0][1] == (String(b"padding"),)
+    assert [kind for kind, _ in other.sent] == [MSG_IGNORE, MSG_IGNORE, MSG_CHANNEL_DATA]

@@ -62,6 +62,7 @@ from ._config import (
     SSHSettings,
 )
 from ._control import ControlSession
+from ._ignore import skip_ignore_under_aead
 from ._keepalive import lazy_keepalive
 from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
 from ._packetlog import quiet_logging
@@ -159,6 +160,7 @@ class SSHProvider(MuxProvider):
         lazy_keepalive(conn)
         self._writes = coalesce_writes(conn)
         quiet_logging(conn)
+        skip_ignore_under_aead(conn)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
