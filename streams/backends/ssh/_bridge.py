@@ -9,7 +9,7 @@ and start tasks in the provider's task group directly.
 One detail makes this work on both: anyio finds its backend with ``sniffio``, and inside an
 asyncio callback sniffio's answer depends on what else is imported (``trio_asyncio``
 marks the thread as asyncio while it runs a callback; a plain asyncio callback has no
-task to look at). :meth:`Bridge.callback` pins the answer to the loop the provider runs
+task to look at). :attr:`Bridge.pin` pins the answer to the loop the provider runs
 on while a callback touches the provider.
 """
 
@@ -48,13 +48,15 @@ class Bridge:
     ) -> None:
         self.library = library
         self._adapt = adapt
-        self._pin: contextlib.AbstractContextManager[None]
+        #: makes anyio see the provider's loop while an asyncssh callback runs (a ``with``
+        #: block; one object, entered by every callback)
+        self.pin: contextlib.AbstractContextManager[None]
         if sniffio is None:
-            self._pin = contextlib.nullcontext()
+            self.pin = contextlib.nullcontext()
         elif library == "asyncio":
-            self._pin = _AsyncioPin()
+            self.pin = _AsyncioPin()
         else:
-            self._pin = _Pin(library)
+            self.pin = _Pin(library)
 
     async def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await the asyncio coroutine function *function* with *args*."""
@@ -62,11 +64,6 @@ class Bridge:
             return await function(*args, **kwargs)
         result: T = await self._adapt(function)(*args, **kwargs)
         return result
-
-    def callback(self) -> contextlib.AbstractContextManager[None]:
-        """Make anyio see the provider's loop while an asyncssh callback runs (a ``with``
-        block)."""
-        return self._pin
 
 
 class _Pin:

@@ -191,7 +191,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
                 self.guard.watch_channel(chan, self)
         self.chan = chan
         chan.set_write_buffer_limits(high=self.provider.ssh_settings.write_buffer)
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             early, self._early = self._early, []
             graceful = self._reset_pending
             if graceful is None or (graceful and not self.refused):
@@ -209,7 +209,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self.delivered += len(data)
         if self._discarding:
             return
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             if self._reader is not None:
                 try:
                     frame, data = self._reader.feed(data)
@@ -228,7 +228,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
                 self._deliver(data)
 
     def eof_received(self) -> bool:
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             if self._reader is not None:
                 self._protocol_error("the channel ended before its first frame")
             elif self.stream is not None:
@@ -246,7 +246,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
             ):
                 # closed by the peer before the stream began or finished: a reset
                 self.guard.reset_seen()
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             self._wake_writer()
             stream = self.stream
             if stream is None or stream.finished:
@@ -274,7 +274,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         if self._close_when_drained and self.provider.loop is not None:
             # asyncssh sends a pending EOF only after this callback returns
             self.provider.loop.call_soon(self._close_if_drained)
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             self._wake_writer()
 
     def session_started(self) -> None:
@@ -282,7 +282,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
 
     def reply_arrived(self, data: bytes) -> None:
         """Opener: the acceptor's reply frame came in the open confirmation."""
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             try:
                 frame = decode_reply(data)
             except CodecError as exc:
@@ -294,7 +294,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
 
     def open_failed(self, code: int, reason: str) -> None:
         """Opener: the peer refused to open the channel."""
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             self.provider.open_failed(self, code, reason)
 
     def answer_with(self, reply: bytes) -> None:
@@ -530,7 +530,7 @@ class ChannelSession(asyncssh.SSHTCPSession[bytes], asyncssh.SSHUNIXSession[byte
         self.provider.protocol_violation(message)
 
     def _peer_closed(self) -> None:
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             stream = self.stream
             if stream is not None and not stream.finished:
                 stream.on_reset(ErrorCode.CANCEL)

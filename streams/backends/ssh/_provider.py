@@ -159,6 +159,9 @@ class SSHProvider(MuxProvider):
         install(conn, lambda data: accept_open(self, data))
         lazy_keepalive(conn)
         self._writes = coalesce_writes(conn)
+        if self._writes is not None:
+            # what flush() does, without its own call each time a stream waits
+            self.flush = self._writes.flush  # type: ignore[method-assign]
         quiet_logging(conn)
         skip_ignore_under_aead(conn)
 
@@ -194,7 +197,7 @@ class SSHProvider(MuxProvider):
 
     def _reverse_session(self) -> ChannelSession:
         # a streams peer that opens its streams as forwarded-streamlocal channels
-        with self.bridge.callback():
+        with self.bridge.pin:
             return ChannelSession(self, ChannelKind.INBAND, opener=False)
 
     def control_opened(self, control: ControlSession) -> None:
@@ -412,7 +415,7 @@ class SSHProvider(MuxProvider):
             decision = asyncio.get_running_loop().create_future()
             session.decision = decision
             try:
-                with self.bridge.callback():
+                with self.bridge.pin:
                     if self.is_closing:
                         raise asyncssh.ChannelOpenError(
                             asyncssh.OPEN_RESOURCE_SHORTAGE, "the server is closing"

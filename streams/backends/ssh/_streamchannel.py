@@ -260,7 +260,7 @@ def accept_open(provider: SSHProvider, data: bytes) -> StreamChannel:
         (closing, ``max_incoming_streams``, or a broken frame, which also fails the
         connection)
     """
-    with provider.bridge.callback():
+    with provider.bridge.pin:
         if provider.is_closing:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_RESOURCE_SHORTAGE, "the peer is closing")
         over_limit = None
