@@ -2,11 +2,13 @@
 measured in the same run: single-stream throughput and the rate of opening streams.
 
     python -m benchmarks.bench_ssh [--json] [--mib 64] [--opens 300] [--loop asyncio|trio]
-    python -m benchmarks.bench_ssh --count [--opens 500]
+    python -m benchmarks.bench_ssh --count [--opens 500] [--top K]
 
 ``--count`` counts instead of timing (counts stay put on a busy machine): Python calls,
 event-loop iterations, callbacks and SSH messages per open-echo-close (64 bytes) on asyncio,
-with cProfile, for the bare channel with either cipher order and for this backend.
+with cProfile, for the bare channel with either cipher order and for this backend;
+``--top K`` adds the K functions whose calls per exchange differ most between this backend
+and the bare channel with AES-GCM first (calls and own time per exchange, each side).
 
 Ratios are over a bare asyncssh channel with asyncssh's default ciphers (what a user of
 asyncssh gets). The bare channel with AES-GCM first, the cipher order this backend uses, is
@@ -20,6 +22,7 @@ import contextlib
 import getpass
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -302,16 +305,51 @@ class _EchoServer(asyncssh.SSHServer):
         return _Echo()
 
 
-def _counted(profile: Any, sent: dict[int, int], exchanges: int) -> dict[str, float]:
+Counted = tuple[dict[str, float], Any]
+
+
+def _counted(profile: Any, sent: dict[int, int], exchanges: int) -> Counted:
     from .profile_rate import counts
 
     figures = counts(profile, exchanges)
     figures["ssh messages"] = sum(n for kind, n in sent.items() if kind != 2) / exchanges
     figures["IGNORE packets"] = sent.get(2, 0) / exchanges
-    return {name: round(value) for name, value in figures.items()}
+    return {name: round(value) for name, value in figures.items()}, profile
 
 
-async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> dict[str, float]:
+def difference(theirs: Any, ours: Any, exchanges: int, top: int) -> list[str]:
+    """The *top* functions whose calls per exchange differ most between two cProfile
+    profiles (by file and name, lines aside), with their own time per exchange."""
+    import pstats
+
+    here = str(Path(__file__).resolve().parent.parent) + "/"
+
+    def table(profile: Any) -> dict[tuple[str, str], tuple[float, float]]:
+        rows: dict[tuple[str, str], tuple[float, float]] = {}
+        for (path, _, name), value in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+            for prefix in ("site-packages/", here):
+                path = path.rsplit(prefix, 1)[-1]
+            path = re.sub(r".*/lib/python3\.\d+/", "", path)
+            key = (path, name)
+            calls, seconds = rows.get(key, (0.0, 0.0))
+            rows[key] = (calls + value[1] / exchanges, seconds + value[2] / exchanges * 1e6)
+        return rows
+
+    base, mine = table(theirs), table(ours)
+    keys = sorted(
+        set(base) | set(mine),
+        key=lambda key: -abs(mine.get(key, (0, 0))[0] - base.get(key, (0, 0))[0]),
+    )
+    lines = [f"{'calls: bare':>12} {'ours':>7} {'us: bare':>9} {'ours':>7}  function"]
+    for key in keys[:top]:
+        (bare_calls, bare_us), (our_calls, our_us) = base.get(key, (0, 0)), mine.get(key, (0, 0))
+        lines.append(
+            f"{bare_calls:12.1f} {our_calls:7.1f} {bare_us:9.1f} {our_us:7.1f}  {key[0]}:{key[1]}"
+        )
+    return lines
+
+
+async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> Counted:
     import cProfile
 
     chosen: dict[str, Any] = {"encryption_algs": ciphers} if ciphers else {}
@@ -360,7 +398,7 @@ async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> dict[s
     return _counted(profile, sent, exchanges)
 
 
-async def _count_ours(keys: Keys, exchanges: int) -> dict[str, float]:
+async def _count_ours(keys: Keys, exchanges: int) -> Counted:
     import cProfile
 
     from ._workloads import open_echo_close
@@ -401,12 +439,12 @@ def _messages() -> Iterator[dict[int, int]]:
         SSHConnection.send_packet = original  # type: ignore[method-assign]
 
 
-def count(exchanges: int) -> dict[str, dict[str, float]]:
-    """Per open-echo-close counts (asyncio): the bare channel with asyncssh's default
-    ciphers and with AES-GCM first, and this backend (the messages leave out IGNORE,
-    which asyncssh sends before every packet)."""
+def count(exchanges: int) -> dict[str, Counted]:
+    """Per open-echo-close counts (asyncio), and the profile they come from: the bare
+    channel with asyncssh's default ciphers and with AES-GCM first, and this backend (the
+    messages leave out IGNORE, counted apart)."""
 
-    async def measure() -> dict[str, dict[str, float]]:
+    async def measure() -> dict[str, Counted]:
         with tempfile.TemporaryDirectory() as directory:
             keys = Keys(Path(directory))
             return {
@@ -427,9 +465,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--count", action="store_true", help="count calls per open-echo-close instead"
     )
+    parser.add_argument(
+        "--top", type=int, default=0, help="with --count: functions that differ most, listed"
+    )
     args = parser.parse_args(argv)
     if args.count:
-        counted = count(args.opens)
+        profiled = count(args.opens)
+        counted = {case: figures for case, (figures, _) in profiled.items()}
         if args.json:
             print(json.dumps({"benchmark": "ssh-count", "results": counted}, indent=2))
             return 0
@@ -438,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':34}" + "".join(f"{name:>24}" for name in names))
         for case, figures in counted.items():
             print(f"{case:<34}" + "".join(f"{figures[name]:>24,.0f}" for name in names))
+        if args.top:
+            print("\nper exchange, bare channel (AES-GCM first) and streams ssh")
+            bare = profiled["asyncssh channel, AES-GCM first"][1]
+            print("\n".join(difference(bare, profiled["streams ssh"][1], args.opens, args.top)))
         return 0
 
     async def measure() -> list[dict[str, Any]]:
