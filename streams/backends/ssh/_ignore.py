@@ -5,7 +5,8 @@ exchange. That is the countermeasure RFC 4251 (9.3.1) gives for CBC mode, whose 
 last ciphertext block the attacker saw: a packet of random-looking content in between
 makes the next IV unpredictable. An AEAD cipher has no such IV: AES-GCM's nonce is a
 counter (RFC 5647, 7.1) and chacha20-poly1305's is the packet's sequence number, so the
-extra packet protects nothing there. It doubles asyncssh's work per packet (encryption,
+extra packet protects nothing there (PuTTY, which has the same workaround, applies it
+under CBC ciphers only). It doubles asyncssh's work per packet (encryption,
 framing, parsing and dispatch on the other end): 16 packets per open-echo-close instead
 of 8.
 
