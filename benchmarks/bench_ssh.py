@@ -2,11 +2,22 @@
 measured in the same run: single-stream throughput and the rate of opening streams.
 
     python -m benchmarks.bench_ssh [--json] [--mib 64] [--opens 300] [--loop asyncio|trio]
-    python -m benchmarks.bench_ssh --count [--opens 500]
+    python -m benchmarks.bench_ssh --count [--opens 500] [--top K]
+    python -m benchmarks.bench_ssh --cpu [--loop asyncio|uvloop|trio] [--blocks 15]
+        [--keep-ignore]
 
 ``--count`` counts instead of timing (counts stay put on a busy machine): Python calls,
 event-loop iterations, callbacks and SSH messages per open-echo-close (64 bytes) on asyncio,
-with cProfile, for the bare channel with either cipher order and for this backend.
+with cProfile, for the bare channel with either cipher order and for this backend;
+``--top K`` adds the K functions whose calls per exchange differ most between this backend
+and the bare channel with AES-GCM first (calls and own time per exchange, each side).
+
+``--cpu`` measures the open-echo-close rate in CPU time (``time.process_time``), which a
+busy machine disturbs much less than the clock on the wall: the bare channel (AES-GCM
+first, echoing from its callbacks) and this backend (the suite's workload, a handler task
+per stream) run side by side in one process, in alternating blocks of 100 exchanges, and
+the best and median block of each give the ratio. ``--keep-ignore`` measures this backend
+with asyncssh's IGNORE before every packet, as a bare channel sends it.
 
 Ratios are over a bare asyncssh channel with asyncssh's default ciphers (what a user of
 asyncssh gets). The bare channel with AES-GCM first, the cipher order this backend uses, is
@@ -20,6 +31,7 @@ import contextlib
 import getpass
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -302,15 +314,51 @@ class _EchoServer(asyncssh.SSHServer):
         return _Echo()
 
 
-def _counted(profile: Any, sent: dict[int, int], exchanges: int) -> dict[str, float]:
+Counted = tuple[dict[str, float], Any]
+
+
+def _counted(profile: Any, sent: dict[int, int], exchanges: int) -> Counted:
     from .profile_rate import counts
 
     figures = counts(profile, exchanges)
     figures["ssh messages"] = sum(n for kind, n in sent.items() if kind != 2) / exchanges
-    return {name: round(value) for name, value in figures.items()}
+    figures["IGNORE packets"] = sent.get(2, 0) / exchanges
+    return {name: round(value) for name, value in figures.items()}, profile
 
 
-async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> dict[str, float]:
+def difference(theirs: Any, ours: Any, exchanges: int, top: int) -> list[str]:
+    """The *top* functions whose calls per exchange differ most between two cProfile
+    profiles (by file and name, lines aside), with their own time per exchange."""
+    import pstats
+
+    here = str(Path(__file__).resolve().parent.parent) + "/"
+
+    def table(profile: Any) -> dict[tuple[str, str], tuple[float, float]]:
+        rows: dict[tuple[str, str], tuple[float, float]] = {}
+        for (path, _, name), value in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+            for prefix in ("site-packages/", here):
+                path = path.rsplit(prefix, 1)[-1]
+            path = re.sub(r".*/lib/python3\.\d+/", "", path)
+            key = (path, name)
+            calls, seconds = rows.get(key, (0.0, 0.0))
+            rows[key] = (calls + value[1] / exchanges, seconds + value[2] / exchanges * 1e6)
+        return rows
+
+    base, mine = table(theirs), table(ours)
+    keys = sorted(
+        set(base) | set(mine),
+        key=lambda key: -abs(mine.get(key, (0, 0))[0] - base.get(key, (0, 0))[0]),
+    )
+    lines = [f"{'calls: bare':>12} {'ours':>7} {'us: bare':>9} {'ours':>7}  function"]
+    for key in keys[:top]:
+        (bare_calls, bare_us), (our_calls, our_us) = base.get(key, (0, 0)), mine.get(key, (0, 0))
+        lines.append(
+            f"{bare_calls:12.1f} {our_calls:7.1f} {bare_us:9.1f} {our_us:7.1f}  {key[0]}:{key[1]}"
+        )
+    return lines
+
+
+async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> Counted:
     import cProfile
 
     chosen: dict[str, Any] = {"encryption_algs": ciphers} if ciphers else {}
@@ -359,26 +407,31 @@ async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> dict[s
     return _counted(profile, sent, exchanges)
 
 
-async def _count_ours(keys: Keys, exchanges: int) -> dict[str, float]:
+async def _count_ours(keys: Keys, exchanges: int) -> Counted:
     import cProfile
 
     from ._workloads import open_echo_close
 
-    async with BACKEND.serve("127.0.0.1:0", keys.server_options()) as server:
-        port = int(server.address.rsplit(":", 1)[1])
-        async with BACKEND.connect(server.address, keys.client_options(port)) as client:
-            await open_echo_close(client, server.listener, 20)
-            profile = cProfile.Profile()
-            with _messages() as sent:
+    # counting from before the connections exist: the provider wraps its connection's
+    # send_packet, which then holds the counting one
+    with _messages() as sent:
+        async with BACKEND.serve("127.0.0.1:0", keys.server_options()) as server:
+            port = int(server.address.rsplit(":", 1)[1])
+            async with BACKEND.connect(server.address, keys.client_options(port)) as client:
+                await open_echo_close(client, server.listener, 20)
+                profile = cProfile.Profile()
+                sent.clear()
                 profile.enable()
                 await open_echo_close(client, server.listener, exchanges)
                 profile.disable()
-    return _counted(profile, sent, exchanges)
+                counted = dict(sent)
+    return _counted(profile, counted, exchanges)
 
 
 @contextlib.contextmanager
 def _messages() -> Iterator[dict[int, int]]:
-    """Count the SSH messages every asyncssh connection sends meanwhile."""
+    """Count the SSH messages (IGNORE included) every asyncssh connection sends
+    meanwhile, as they go out."""
     from asyncssh.connection import SSHConnection
 
     sent: dict[int, int] = {}
@@ -395,12 +448,12 @@ def _messages() -> Iterator[dict[int, int]]:
         SSHConnection.send_packet = original  # type: ignore[method-assign]
 
 
-def count(exchanges: int) -> dict[str, dict[str, float]]:
-    """Per open-echo-close counts (asyncio): the bare channel with asyncssh's default
-    ciphers and with AES-GCM first, and this backend (the messages leave out IGNORE,
-    which asyncssh sends before every packet)."""
+def count(exchanges: int) -> dict[str, Counted]:
+    """Per open-echo-close counts (asyncio), and the profile they come from: the bare
+    channel with asyncssh's default ciphers and with AES-GCM first, and this backend (the
+    messages leave out IGNORE, counted apart)."""
 
-    async def measure() -> dict[str, dict[str, float]]:
+    async def measure() -> dict[str, Counted]:
         with tempfile.TemporaryDirectory() as directory:
             keys = Keys(Path(directory))
             return {
@@ -412,18 +465,149 @@ def count(exchanges: int) -> dict[str, dict[str, float]]:
     return anyio.run(measure)
 
 
+async def cpu_ratio(blocks: int, size: int = 100) -> dict[str, float]:
+    """CPU microseconds per open-echo-close, best and median block, for the bare channel
+    (AES-GCM first) and this backend, and their ratios (bare over ours: the rate ratio)."""
+    import time
+
+    from ._workloads import MESSAGE, _echo
+
+    clock = time.process_time
+    with tempfile.TemporaryDirectory() as directory:
+        keys = Keys(Path(directory))
+        async with open_bridge() as bridge:
+            server = await bridge.run(
+                asyncssh.create_server,
+                _EchoServer,
+                "127.0.0.1",
+                0,
+                server_host_keys=[str(keys.host_key)],
+                authorized_client_keys=str(keys.authorized_keys),
+                encryption_algs=CIPHERS,
+                config=None,
+            )
+            port = server.get_port()
+            conn = await bridge.run(
+                asyncssh.connect,
+                "127.0.0.1",
+                port,
+                known_hosts=str(keys.known_hosts(port)),
+                client_keys=[str(keys.user_key)],
+                username=getpass.getuser(),
+                agent_path=None,
+                encryption_algs=CIPHERS,
+                config=None,
+            )
+
+            async def bare_block(count: int) -> float:
+                async def exchanges() -> float:
+                    started = clock()
+                    for _ in range(count):
+                        reader, writer = await conn.open_unix_connection("echo")
+                        writer.write(MESSAGE)
+                        writer.write_eof()
+                        if await reader.read() != MESSAGE:
+                            raise AssertionError("the echo differs")
+                        writer.close()
+                    return (clock() - started) / count * 1e6
+
+                spent: float = await bridge.run(exchanges)
+                return spent
+
+            try:
+                async with (
+                    BACKEND.serve("127.0.0.1:0", keys.server_options()) as ours,
+                    BACKEND.connect(
+                        ours.address, keys.client_options(int(ours.address.rsplit(":", 1)[1]))
+                    ) as client,
+                    anyio.create_task_group() as group,
+                ):
+                    group.start_soon(ours.listener.serve, _echo)
+
+                    async def our_block(count: int) -> float:
+                        started = clock()
+                        for _ in range(count):
+                            stream = await client.open_stream()
+                            await stream.send(MESSAGE)
+                            await stream.send_eof()
+                            received = b""
+                            with contextlib.suppress(anyio.EndOfStream):
+                                while True:
+                                    received += await stream.receive()
+                            if received != MESSAGE:
+                                raise AssertionError("the echo differs")
+                            await stream.aclose()
+                        return (clock() - started) / count * 1e6
+
+                    await bare_block(30)
+                    await our_block(30)
+                    bare: list[float] = []
+                    mine: list[float] = []
+                    for _ in range(blocks):
+                        bare.append(await bare_block(size))
+                        mine.append(await our_block(size))
+                    group.cancel_scope.cancel()
+            finally:
+                conn.close()
+                server.close()
+    bare.sort()
+    mine.sort()
+    middle = len(bare) // 2
+    return {
+        "bare_us_best": round(bare[0], 1),
+        "bare_us_median": round(bare[middle], 1),
+        "ours_us_best": round(mine[0], 1),
+        "ours_us_median": round(mine[middle], 1),
+        "ratio_best": round(bare[0] / mine[0], 3),
+        "ratio_median": round(bare[middle] / mine[middle], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--mib", type=int, default=64, help="MiB through one stream")
     parser.add_argument("--opens", type=int, default=300, help="streams opened one by one")
-    parser.add_argument("--loop", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop", "trio"), default="asyncio")
     parser.add_argument(
         "--count", action="store_true", help="count calls per open-echo-close instead"
     )
+    parser.add_argument(
+        "--top", type=int, default=0, help="with --count: functions that differ most, listed"
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="open-echo-close rate ratio in CPU time instead"
+    )
+    parser.add_argument("--blocks", type=int, default=15, help="with --cpu: blocks of 100 each")
+    parser.add_argument(
+        "--keep-ignore",
+        action="store_true",
+        help="with --cpu: this backend sends asyncssh's IGNORE before every packet too",
+    )
     args = parser.parse_args(argv)
+    backend = "trio" if args.loop == "trio" else "asyncio"
+    options = {"use_uvloop": True} if args.loop == "uvloop" else {}
+    if args.cpu:
+        if args.keep_ignore:
+            from streams.backends.ssh import _provider
+
+            _provider.skip_ignore_under_aead = lambda conn: None  # type: ignore[assignment]
+        figures = anyio.run(cpu_ratio, args.blocks, backend=backend, backend_options=options)
+        if args.json:
+            result = {"benchmark": "ssh-cpu", "loop": args.loop, "results": figures}
+            print(json.dumps(result, indent=2))
+            return 0
+        print(
+            f"open-echo-close, CPU us per exchange ({args.loop}, {args.blocks} blocks of 100"
+            f"{', asyncssh IGNOREs kept' if args.keep_ignore else ''}): bare channel (AES-GCM) "
+            f"{figures['bare_us_best']} best / {figures['bare_us_median']} median, streams ssh "
+            f"{figures['ours_us_best']} / {figures['ours_us_median']}; rate ratio "
+            f"{figures['ratio_best']} / {figures['ratio_median']}"
+        )
+        return 0
     if args.count:
-        counted = count(args.opens)
+        profiled = count(args.opens)
+        counted = {case: figures for case, (figures, _) in profiled.items()}
         if args.json:
             print(json.dumps({"benchmark": "ssh-count", "results": counted}, indent=2))
             return 0
@@ -432,12 +616,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':34}" + "".join(f"{name:>24}" for name in names))
         for case, figures in counted.items():
             print(f"{case:<34}" + "".join(f"{figures[name]:>24,.0f}" for name in names))
+        if args.top:
+            print("\nper exchange, bare channel (AES-GCM first) and streams ssh")
+            bare = profiled["asyncssh channel, AES-GCM first"][1]
+            print("\n".join(difference(bare, profiled["streams ssh"][1], args.opens, args.top)))
         return 0
 
     async def measure() -> list[dict[str, Any]]:
         return await run(args.mib, args.opens)
 
-    rows = anyio.run(measure, backend=args.loop)
+    rows = anyio.run(measure, backend=backend, backend_options=options)
     if args.json:
         print(json.dumps({"benchmark": "ssh", "loop": args.loop, "results": rows}, indent=2))
         return 0

@@ -23,3 +23,14 @@ def test_bench_ssh_counts(capsys: pytest.CaptureFixture[str]) -> None:
     # the stream's headers and answer ride in the open and its confirmation: the messages
     # of a bare channel
     assert report["streams ssh"]["ssh messages"] == report["asyncssh channel"]["ssh messages"]
+    # and no IGNORE before each packet under AES-GCM, where the bare channel sends one
+    assert report["streams ssh"]["IGNORE packets"] == 0
+    assert report["asyncssh channel, AES-GCM first"]["IGNORE packets"] > 0
+
+
+def test_bench_ssh_cpu_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_ssh.main(["--cpu", "--blocks", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["results"]
+    assert report["bare_us_best"] > 0 and report["ours_us_best"] > 0
+    ratio = report["bare_us_best"] / report["ours_us_best"]
+    assert report["ratio_best"] == pytest.approx(ratio, rel=0.01)

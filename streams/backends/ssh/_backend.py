@@ -21,6 +21,7 @@ from ..._core.backend import Backend, BackendOptions, SSHConfig
 from ..._core.errors import ConfigError, ConnectionLost, ErrorCode, LimitExceeded, StreamClosed
 from ..._core.limits import log_limit_exceeded
 from ..._core.mux import MuxSettings
+from ..._core.queue_listener import QueueListener
 from ..._core.server import MergedListener, StreamServer
 from ..._core.transport import Address
 from ._bridge import Bridge, open_bridge
@@ -89,7 +90,7 @@ class _ClientOwner(asyncssh.SSHClient):
         self._provider = provider
 
     def connection_lost(self, exc: Exception | None) -> None:
-        with self._provider.bridge.callback():
+        with self._provider.bridge.pin:
             self._provider.transport_lost(exc)
 
 
@@ -142,14 +143,14 @@ class _ServerOwner(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         # the provider starts only once the user is known: no channel can open before
         assert self._conn is not None
-        with self._server.bridge.callback():
+        with self._server.bridge.pin:
             self._provider = self._server.adopt(self._conn, self._guard)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._guard is not None:
             self._guard.connection_lost()
         if self._provider is not None:
-            with self._server.bridge.callback():
+            with self._server.bridge.pin:
                 self._provider.transport_lost(exc)
         elif isinstance(exc, asyncssh.ConnectionLost) and "login timeout" in str(exc).lower():
             # asyncssh closes the socket by itself; the log line is ours
@@ -197,7 +198,7 @@ class _ServerOwner(asyncssh.SSHServer):
         if provider.guard is not None:
             provider.guard.admit_channel()
         chan = conn.create_unix_channel(window=settings.window, max_pktsize=settings.max_packet)
-        with provider.bridge.callback():
+        with provider.bridge.pin:
             session = ChannelSession(provider, ChannelKind.INBAND, opener=False)
         session.admitted = provider.guard is not None
         return chan, session
@@ -205,7 +206,7 @@ class _ServerOwner(asyncssh.SSHServer):
     def unix_server_requested(self, listen_path: str) -> Any:
         if listen_path != STREAM_PATH or self._provider is None:
             return False
-        with self._server.bridge.callback():
+        with self._server.bridge.pin:
             self._provider.reverse_listener_requested()
         return _ReverseListener()
 
@@ -269,6 +270,11 @@ class SSHStreamServer(StreamServer):
                     await provider.wait_closed()
                     return
                 listener = provider.listen(self._handler)
+                if isinstance(listener, QueueListener):
+                    # accepted streams go straight to the server's listener (and on to
+                    # its serve()), without waking this task for each (a task step per
+                    # stream); what the server's backlog refuses comes through accept()
+                    listener.forward_to(self._merged.feed)
                 while True:
                     try:
                         stream = await listener.accept()

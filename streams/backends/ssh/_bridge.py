@@ -9,7 +9,7 @@ and start tasks in the provider's task group directly.
 One detail makes this work on both: anyio finds its backend with ``sniffio``, and inside an
 asyncio callback sniffio's answer depends on what else is imported (``trio_asyncio``
 marks the thread as asyncio while it runs a callback; a plain asyncio callback has no
-task to look at). :meth:`Bridge.callback` pins the answer to the loop the provider runs
+task to look at). :attr:`Bridge.pin` pins the answer to the loop the provider runs
 on while a callback touches the provider.
 """
 
@@ -48,9 +48,15 @@ class Bridge:
     ) -> None:
         self.library = library
         self._adapt = adapt
-        self._pin: contextlib.AbstractContextManager[None] = (
-            _Pin(library) if sniffio is not None else contextlib.nullcontext()
-        )
+        #: makes anyio see the provider's loop while an asyncssh callback runs (a ``with``
+        #: block; one object, entered by every callback)
+        self.pin: contextlib.AbstractContextManager[None]
+        if sniffio is None:
+            self.pin = contextlib.nullcontext()
+        elif library == "asyncio":
+            self.pin = _AsyncioPin()
+        else:
+            self.pin = _Pin(library)
 
     async def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Await the asyncio coroutine function *function* with *args*."""
@@ -58,11 +64,6 @@ class Bridge:
             return await function(*args, **kwargs)
         result: T = await self._adapt(function)(*args, **kwargs)
         return result
-
-    def callback(self) -> contextlib.AbstractContextManager[None]:
-        """Make anyio see the provider's loop while an asyncssh callback runs (a ``with``
-        block)."""
-        return self._pin
 
 
 class _Pin:
@@ -87,6 +88,31 @@ class _Pin:
         name, token = self._saved.pop()
         sniffio.current_async_library_cvar.reset(token)
         sniffio.thread_local.name = name
+
+
+class _AsyncioPin:
+    """:class:`_Pin` on asyncio, where sniffio's thread-local name is enough: a task
+    started in the block is an asyncio task, which sniffio recognises by itself, so the
+    context variable (for what such a task inherits) is left alone. Every asyncssh
+    callback enters it; blocks nest strictly, and only the outermost sets and restores."""
+
+    __slots__ = ("_depth", "_saved")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._saved: str | None = None
+
+    def __enter__(self) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            local = sniffio.thread_local
+            self._saved = local.name
+            local.name = "asyncio"
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if not self._depth:
+            sniffio.thread_local.name = self._saved
 
 
 def _import_trio_asyncio() -> Any:

@@ -27,11 +27,11 @@ class ControlSession(asyncssh.SSHUNIXSession[bytes]):
 
     def connection_made(self, chan: SSHChannel[bytes]) -> None:
         self.chan = chan
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             self.provider.control_opened(self)
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
-        with self.provider.bridge.callback():
+        with self.provider.bridge.pin:
             try:
                 messages = self._reader.feed(data)
             except CodecError as exc:

@@ -430,7 +430,7 @@ class ConnectionGuard:
     def _wake_writers(self) -> None:
         writable, self._writable = self._writable, None
         if writable is not None:
-            with self.bridge.callback():
+            with self.bridge.pin:
                 writable.set()
 
     async def wait_writable(self) -> None:
@@ -466,7 +466,7 @@ class ConnectionGuard:
         # closes must not reach the peer before it (it would take each for a reset)
         disconnect(self.conn, disconnect_code(error), f"limit {error.limit} exceeded: {error}")
         if self.on_exceeded is not None:
-            with self.bridge.callback():
+            with self.bridge.pin:
                 self.on_exceeded(error)
         self._wake_writers()
 

@@ -36,6 +36,7 @@ from ..._core.mux import MuxProvider, MuxSettings
 from ..._core.stream import MuxStream
 from ._bridge import Bridge
 from ._channel import ChannelKind, ChannelSession, translate_error, watch_eof
+from ._coalesce import CoalescingTransport, coalesce_writes
 from ._codec import (
     CONTROL_PATH,
     GOAWAY,
@@ -61,8 +62,10 @@ from ._config import (
     SSHSettings,
 )
 from ._control import ControlSession
+from ._ignore import skip_ignore_under_aead
 from ._keepalive import lazy_keepalive
 from ._limits import DISCONNECT_GRACE, ConnectionGuard, disconnect
+from ._packetlog import quiet_logging
 from ._streamchannel import accept_open, install, send_open
 
 __all__ = ["SSHProvider"]
@@ -124,6 +127,8 @@ class SSHProvider(MuxProvider):
         self.guard: ConnectionGuard | None = None
         #: ``True`` once the peer opened its control channel (one is allowed)
         self.control_requested = False
+        #: the connection's writes, gathered per turn (made when the provider is attached)
+        self._writes: CoalescingTransport | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -153,6 +158,12 @@ class SSHProvider(MuxProvider):
         self.user = str(username) if username is not None else None
         install(conn, lambda data: accept_open(self, data))
         lazy_keepalive(conn)
+        self._writes = coalesce_writes(conn)
+        if self._writes is not None:
+            # what flush() does, without its own call each time a stream waits
+            self.flush = self._writes.flush  # type: ignore[method-assign]
+        quiet_logging(conn)
+        skip_ignore_under_aead(conn)
 
     async def _start(self, task_group: TaskGroup) -> None:
         self.loop = await self.bridge.run(_running_loop)
@@ -186,7 +197,7 @@ class SSHProvider(MuxProvider):
 
     def _reverse_session(self) -> ChannelSession:
         # a streams peer that opens its streams as forwarded-streamlocal channels
-        with self.bridge.callback():
+        with self.bridge.pin:
             return ChannelSession(self, ChannelKind.INBAND, opener=False)
 
     def control_opened(self, control: ControlSession) -> None:
@@ -404,7 +415,7 @@ class SSHProvider(MuxProvider):
             decision = asyncio.get_running_loop().create_future()
             session.decision = decision
             try:
-                with self.bridge.callback():
+                with self.bridge.pin:
                     if self.is_closing:
                         raise asyncssh.ChannelOpenError(
                             asyncssh.OPEN_RESOURCE_SHORTAGE, "the server is closing"
@@ -482,6 +493,12 @@ class SSHProvider(MuxProvider):
             self._control.send(encode_control(GOAWAY))
 
     # -- the stream owner interface --------------------------------------------------------
+
+    def flush(self) -> None:
+        """A stream is about to wait or was closed: what it wrote leaves now."""
+        writes = self._writes
+        if writes is not None:
+            writes.flush()
 
     async def write_data(self, stream: MuxStream, data: memoryview) -> None:
         session = self.sessions.get(stream.stream_id)
