@@ -265,6 +265,7 @@ class SSHStreamServer(StreamServer):
         try:
             async with provider:
                 self._providers.add(provider)
+                self._merged.connections_open(len(self._providers))
                 if self._hand_out is not None:
                     await self._hand_out.send(provider)
                     await provider.wait_closed()
@@ -289,6 +290,7 @@ class SSHStreamServer(StreamServer):
             logger.info("ssh connection ended: %r", exc)
         finally:
             self._providers.discard(provider)
+            self._merged.connections_open(len(self._providers))
 
     async def aclose(self, *, grace: float | None = None) -> None:
         if self._closing:
