@@ -81,13 +81,14 @@ def direct_writer(stream: anyio.abc.ByteStream) -> Callable[[Any], int] | None:
     return None
 
 
-def transport_backlog(stream: anyio.abc.ByteStream) -> Callable[[], Awaitable[None]] | None:
-    """For anyio's asyncio socket streams: a function whose result to await until the
-    transport has handed everything it buffered to the socket; ``None`` for other streams.
+def transport_backlog(stream: anyio.abc.ByteStream) -> Callable[[], bool] | None:
+    """For anyio's asyncio socket streams: a function telling whether the transport holds
+    bytes it has not handed to the socket yet; ``None`` for other streams.
 
     A writer that writes to the transport directly (:func:`direct_writer`) and a writer
     task that sends through anyio would otherwise each leave up to a queue's worth in the
-    transport; the task waits for this first, so the transport holds one at most.
+    transport; the task looks at this first, and waits for the backlog (through an empty
+    ``send()``, which returns once it is gone) before it sends more.
     """
     kind = type(stream)
     if kind.__module__ != _ASYNCIO or kind.__name__ != "SocketStream":
@@ -96,12 +97,11 @@ def transport_backlog(stream: anyio.abc.ByteStream) -> Callable[[], Awaitable[No
     if protocol is None or getattr(protocol, "write_event", None) is None:
         return None
 
-    async def wait_for_transport() -> None:
+    def has_backlog() -> bool:
         # pausing replaces the event with a new one: look it up each time
-        while not protocol.write_event.is_set():
-            await protocol.write_event.wait()
+        return not protocol.write_event.is_set()
 
-    return wait_for_transport
+    return has_backlog
 
 
 class InputSink(Protocol):

@@ -556,10 +556,12 @@ class CoalescingBuffer(OutboundBuffer):
                         return
                     self._has_data = self._ops.event()
                     continue
-                if self._backlog is not None:
-                    # a flush may have left the transport a backlog: what is queued waits
-                    # here rather than pile up behind it
-                    await self._backlog()
+                if self._backlog is not None and self._backlog():
+                    # a flush left the transport a backlog: what is queued waits here
+                    # rather than pile up behind it. An empty send returns once the
+                    # backlog is gone, and whoever watches the writer's sends (the
+                    # backends' guards against a peer that does not read) sees it wait.
+                    await self._stream.send(b"")
                     if not self._chunks:  # a flush wrote them meanwhile
                         continue
                 chunks = self._chunks
