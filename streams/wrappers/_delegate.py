@@ -21,6 +21,7 @@ __all__ = [
     "DelegatingStream",
     "mux_core",
     "observe_handler",
+    "serve_wrapped",
     "wrap_handler",
 ]
 
@@ -157,12 +158,13 @@ def wrap_handler(
         outer = wrap(stream)
         if outer is stream:
             return handler(stream)  # type: ignore[no-any-return]
-        return _serve_wrapped(outer, handler)
+        return serve_wrapped(outer, handler)
 
     return wrapped
 
 
-async def _serve_wrapped(stream: Stream, handler: Callable[[Stream], Any]) -> None:
+async def serve_wrapped(stream: Stream, handler: Callable[[Stream], Any]) -> None:
+    """Run *handler* on *stream*, a wrapper, and close it through itself."""
     async with stream:
         await handler(stream)
 

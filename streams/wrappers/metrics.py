@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from .._core.abc import Handler, Listener, Stream, StreamProvider
 from .._core.errors import ConfigError, ErrorCode, StreamRejected, StreamReset
 from .._core.headers import Headers, HeadersLike, is_sensitive_header
+from .._core.mux import MuxProvider
 from .._core.stream import MuxStream
 from ._delegate import (
     MUX_TYPES,
@@ -44,6 +45,7 @@ from ._delegate import (
     DelegatingStream,
     mux_core,
     observe_handler,
+    serve_wrapped,
     wrap_handler,
 )
 
@@ -172,9 +174,44 @@ class _Bundle:
         self.accepted.value += 1
         return self.track_new(stream)
 
+    def serving(self, handler: Callable[[Stream], Any], *, count: bool) -> Callable[[Stream], Any]:
+        """*handler* for a listener's ``serve``: each stream is tracked (and counted as
+        accepted when *count*) as its handler's task starts.
+
+        One plain function per stream, :meth:`track_new` inlined, that returns the
+        handler's own awaitable: the usual stream costs this layer one call and no
+        coroutine.
+        """
+        accepted = self.accepted
+        active = self.active
+        live = self.live
+        on_close = self.on_close
+
+        def tracked(stream: Stream) -> Any:
+            if type(stream) in MUX_TYPES:
+                if count:
+                    accepted.value += 1
+                core: MuxStream = stream  # type: ignore[assignment]
+                callbacks = core.close_callbacks
+                if callbacks is None:
+                    core.close_callbacks = [on_close]
+                else:
+                    callbacks.append(on_close)
+                active.value += 1
+                live[core] = None
+                return handler(stream)
+            # the first stream of its type, or one that does not count itself
+            outer = self.track_accepted(stream) if count else self.track_new(stream)
+            if outer is stream:
+                return handler(stream)
+            return serve_wrapped(outer, handler)
+
+        return tracked
+
     def closed(self, stream: MuxStream, reset: StreamReset | None) -> None:
         """A tracked stream closed: fold its bytes and lifetime into the series."""
-        self.live.pop(stream, None)
+        # a close callback runs once, and only for a stream track_new put in the table
+        del self.live[stream]
         self.active.value -= 1
         self.sent.value += stream.bytes_sent
         self.received.value += stream.bytes_received
@@ -481,6 +518,9 @@ class MetricsProvider(DelegatingProvider):
         self._outbound_bundle = (
             metrics.bundle(self._outbound) if metrics.header_label is None else None
         )
+        #: the wrapped open is the shared one, whose stream's ``opened_at`` is read as the
+        #: open starts: the open latency needs no clock read of its own then
+        self._stream_clock = type(inner).open_stream is MuxProvider.open_stream
         describe = getattr(inner, "describe", None)
         if callable(describe):
             metrics.add_describer(upstream, describe)
@@ -493,7 +533,10 @@ class MetricsProvider(DelegatingProvider):
             metrics = self.metrics
             headers = Headers.coerce(headers)
             bundle = metrics.bundle(self._outbound + metrics.header_value(headers))
-        started = time.monotonic()
+        # the shared open creates its stream (which reads the clock) before anything can
+        # wait, so the stream's opened_at marks the start; any other open (a pool that
+        # may dial first) is timed from here
+        started = 0.0 if self._stream_clock else time.monotonic()
         try:
             stream = await self.inner.open_stream(headers, wait_accept=wait_accept)
         except StreamRejected:
@@ -503,12 +546,28 @@ class MetricsProvider(DelegatingProvider):
             bundle.failed.value += 1
             raise
         bundle.accepted.value += 1
+        if type(stream) not in MUX_TYPES:
+            # the first stream of its type, or one that does not count itself
+            if wait_accept:
+                found = mux_core(stream)
+                start = started or (found.opened_at if found is not None else started)
+                bundle.latency.observe(time.monotonic() - start)
+            return bundle.track_new(stream)
+        # bundle.track_new, inlined: this is the hot path of every open
+        core: MuxStream = stream  # type: ignore[assignment]
         if wait_accept:
             latency = bundle.latency
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - (started or core.opened_at)
             latency.counts[bisect_left(latency.bounds, elapsed)] += 1
             latency.total += elapsed
-        return bundle.track_new(stream)
+        callbacks = core.close_callbacks
+        if callbacks is None:
+            core.close_callbacks = [bundle.on_close]
+        else:
+            callbacks.append(bundle.on_close)
+        bundle.active.value += 1
+        bundle.live[core] = None
+        return stream
 
     def listen(self, handler: Handler | None = None) -> Listener:
         """Listen on the wrapped provider, counting every stream it lets in.
@@ -575,10 +634,9 @@ class _MetricsListener(DelegatingListener):
         # stream as its handler's task starts
         fixed = self._fixed
         if fixed is not None:
-            track = fixed.track_accepted if self._count else fixed.track_new
+            await self._inner.serve(fixed.serving(handler, count=self._count), task_group)
         else:
-            track = self._track
-        await self._inner.serve(wrap_handler(track, handler), task_group)
+            await self._inner.serve(wrap_handler(self._track, handler), task_group)
 
 
 def _no_wrap(stream: Stream) -> Stream:

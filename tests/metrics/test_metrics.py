@@ -8,12 +8,14 @@ import anyio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams import ErrorCode, StreamRejected, StreamReset
+from streams import ErrorCode, Headers, Listener, Stream, StreamRejected, StreamReset
+from streams._core.abc import Handler
 from streams._core.errors import ConnectionLost
 from streams.backends import memory
 from streams.testing import ConformanceOptions, ProviderConformance, ProviderPair, read_all
+from streams.wrappers._delegate import DelegatingListener, DelegatingProvider
 from streams.wrappers.metrics import MetricsProvider, MetricsStream, StreamMetrics
-from tests.opaque import OpaqueProvider
+from tests.opaque import OpaqueProvider, OpaqueStream
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -268,3 +270,71 @@ async def test_streams_served_by_the_listener_are_counted(header_label: str | No
     assert sample(registry, "streams_sent_bytes_total", **inb) == 1000
     assert sample(registry, "streams_active", **inb) == 0
     assert sample(registry, "streams_duration_seconds_count", **inb) == 5
+
+
+@pytest.mark.anyio
+async def test_open_latency_runs_from_the_open_to_the_answer() -> None:
+    """Over the shared open the latency starts at the stream's own ``opened_at``: a
+    handler that takes 50 ms to decide puts every open in the 0.1 s bucket, none below."""
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+
+    async def slow(headers: Headers) -> tuple[dict[str, str], bool]:
+        await anyio.sleep(0.05)
+        return {}, True
+
+    out = {"upstream": "api", "backend": "memory", "direction": "outbound"}
+    with anyio.fail_after(10):
+        async with measured_pair(metrics) as (client, server):
+            server.listen(slow)
+            started = anyio.current_time()
+            for _ in range(3):
+                stream = await client.open_stream()
+                await stream.aclose()
+            elapsed = anyio.current_time() - started
+    name = "streams_open_duration_seconds"
+    assert sample(registry, f"{name}_bucket", **out, le="0.05") == 0
+    assert sample(registry, f"{name}_bucket", **out, le="0.1") == 3
+    assert 0.15 <= sample(registry, f"{name}_sum", **out) <= elapsed
+
+
+class _OpaqueListening(DelegatingProvider):
+    """Hands out every stream its listener accepts as an :class:`OpaqueStream`."""
+
+    def listen(self, handler: Handler | None = None) -> Listener:
+        return DelegatingListener(self.inner.listen(handler), OpaqueStream)
+
+
+@pytest.mark.anyio
+async def test_served_streams_that_do_not_count_themselves_are_wrapped_and_counted() -> None:
+    registry = CollectorRegistry()
+    metrics = StreamMetrics(registry)
+    seen: list[Stream] = []
+
+    async def handler(stream: Stream) -> None:
+        seen.append(stream)
+        data = await read_all(stream)
+        await stream.send(data)
+        await stream.send_eof()
+
+    with anyio.fail_after(10):
+        async with memory.pair() as (client, server), anyio.create_task_group() as tg:
+            wrapped = MetricsProvider(_OpaqueListening(server), upstream="edge", metrics=metrics)
+            tg.start_soon(wrapped.listen().serve, handler)
+            for _ in range(3):
+                stream = await client.open_stream()
+                await stream.send(b"q" * 300)
+                await stream.send_eof()
+                assert len(await read_all(stream)) == 300
+                await stream.aclose()
+            while sample(registry, "streams_duration_seconds_count", **_INBOUND) < 3:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert all(isinstance(stream, MetricsStream) for stream in seen)
+    assert sample(registry, "streams_opened_total", **_INBOUND, outcome="accepted") == 3
+    assert sample(registry, "streams_received_bytes_total", **_INBOUND) == 900
+    assert sample(registry, "streams_sent_bytes_total", **_INBOUND) == 900
+    assert sample(registry, "streams_active", **_INBOUND) == 0
+
+
+_INBOUND = {"upstream": "edge", "backend": "memory", "direction": "inbound"}
