@@ -7,6 +7,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from streams import StreamProvider
 from streams._core.mux import MuxSettings
 from streams.backends import memory
 from streams.testing import read_all
@@ -17,7 +18,7 @@ QUICK = MuxSettings(close_grace=0.1)
 request_id: contextvars.ContextVar[int] = contextvars.ContextVar("request_id")
 
 
-async def _exchange(client: memory.MemoryProvider, payload: bytes) -> bytes:
+async def _exchange(client: StreamProvider, payload: bytes) -> bytes:
     stream = await client.open_stream()
     async with stream:
         await stream.send(payload)
@@ -128,3 +129,29 @@ async def test_an_error_in_a_reused_handler_task_ends_serve() -> None:
                     for _ in range(3):
                         await _exchange(client, b"x")
                     await anyio.sleep(5)
+
+
+async def test_a_servers_idle_handler_tasks_end_with_its_last_connection() -> None:
+    from streams.backends.framer import BACKEND as FRAMER
+
+    def idle_workers() -> int:
+        return sum(1 for task in anyio.get_running_tasks() if task.name.endswith(".work"))
+
+    async def handler(stream: anyio.abc.ByteStream) -> None:
+        await stream.send(await read_all(stream))  # type: ignore[arg-type]
+        await stream.send_eof()  # type: ignore[attr-defined]
+
+    with anyio.fail_after(10):
+        async with FRAMER.serve("127.0.0.1:0") as server, anyio.create_task_group() as group:
+            group.start_soon(server.listener.serve, handler)
+            async with FRAMER.connect(server.address) as client:
+                async with anyio.create_task_group() as clients:
+                    for number in range(8):
+                        clients.start_soon(_exchange, client, b"%d" % number)
+                await anyio.wait_all_tasks_blocked()
+                assert idle_workers() > 0  # kept for the next streams of this connection
+            while server.connections:
+                await anyio.sleep(0.01)
+            await anyio.wait_all_tasks_blocked()
+            assert idle_workers() == 0
+            group.cancel_scope.cancel()
