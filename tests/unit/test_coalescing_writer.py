@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import anyio
-import anyio.abc
 import pytest
 
 from streams._core.transport import CoalescingBuffer
-from tests.framer.pairs import memory_byte_streams
+from tests.framer.pairs import memory_byte_streams, socket_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -49,21 +48,12 @@ async def test_writers_past_the_high_water_mark_take_turns() -> None:
     assert max(counts) <= 11, counts
 
 
-async def _tcp_pair() -> tuple[anyio.abc.SocketStream, anyio.abc.SocketStream]:
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as multi:
-        listener = multi.listeners[0]
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        client = await anyio.connect_tcp("127.0.0.1", port)
-        server = await listener.accept()  # type: ignore[attr-defined]
-    return client, server
-
-
 async def test_discarding_keeps_the_rest_of_a_frame_begun_on_the_wire() -> None:
     # a frame larger than the socket buffers: a flush writes part of it (or, on asyncio,
     # hands it all to the transport), then a second frame is queued and discarded
     first = bytes(range(256)) * (16 * 1024)  # 4 MiB
     second = b"\xff" * FRAME
-    client, server = await _tcp_pair()
+    client, server = await socket_pair()
     with anyio.fail_after(20):
         async with client, server, anyio.create_task_group() as group:
             buffer = CoalescingBuffer(client, high_water=8 * 1024 * 1024, turn_bytes=FRAME)
