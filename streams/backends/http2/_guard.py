@@ -65,7 +65,26 @@ class WatchedSend(anyio.abc.ByteStream):
 
 
 class Outbound(CoalescingBuffer):
-    """The connection's writer, able to drop what waits for a peer being cut off."""
+    """The connection's writer, able to drop what waits for a peer being cut off, and to
+    leave its writer task asleep while the reader queues answers it flushes itself."""
+
+    _holding_wakes = False
+
+    def hold_wakes(self) -> None:
+        """Queue without waking the writer task until :meth:`release_wakes`: for a caller
+        that flushes before it yields (on trio each wake is a task switch, and it finds
+        the queue empty)."""
+        self._holding_wakes = True
+
+    def release_wakes(self) -> None:
+        """Wake the writer task if anything is left that the caller could not flush."""
+        self._holding_wakes = False
+        if self._chunks:
+            super()._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if not self._holding_wakes:
+            super()._wake_writer()
 
     @property
     def backed_up(self) -> bool:

@@ -78,15 +78,21 @@ class Http2Input(Http2Events):
         :raises Exception: what :meth:`_input_failed` handles (a broken limit, a protocol
             error, a flow-control disagreement, or a bug of ours)
         """
-        # the flood limits' clock: any monotonic one (the buckets start full), and this
-        # one costs no event-loop lookup (a getpid() on Python 3.11's asyncio)
-        events = self._conn.receive_data(data, time.monotonic())
-        handle = self._handle
-        for event in events:
-            handle(event)
-        self._flush()
-        # the answers to what arrived leave before the reader waits again
-        self._out.flush()
+        out = self._out
+        # the answers are flushed below, before the reader yields
+        out.hold_wakes()
+        try:
+            # the flood limits' clock: any monotonic one (the buckets start full), and this
+            # one costs no event-loop lookup (a getpid() on Python 3.11's asyncio)
+            events = self._conn.receive_data(data, time.monotonic())
+            handle = self._handle
+            for event in events:
+                handle(event)
+            self._flush()
+            # the answers to what arrived leave before the reader waits again
+            out.flush()
+        finally:
+            out.release_wakes()
         if self._torn_down:
             return
         self._answers.taken(self._out.queued)
