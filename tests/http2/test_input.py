@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from streams import ConnectionLost, ErrorCode, ProtocolError
@@ -94,3 +95,37 @@ async def test_the_peers_close_fails_open_streams() -> None:
             # a cut stream is an error, never a clean end of file
             with pytest.raises(ConnectionLost):
                 await accepted.receive()
+
+
+@pytest.mark.parametrize("anyio_backend", [pytest.param(("asyncio", {"use_uvloop": True}))])
+async def test_uvloop_reads_from_callbacks_too() -> None:
+    """uvloop's transports take the same protocol switch: streams, credit for a transfer
+    larger than the windows, and the peer's close all work from the callbacks."""
+    pytest.importorskip("uvloop")
+    payload = bytes(range(256)) * 4096  # 1 MiB: four times the stream window
+    with anyio.fail_after(20):
+        async with http2_pair() as pair:
+            listener = pair.server.listen()
+            for _ in range(20):
+                stream = await pair.client.open_stream()
+                accepted = await listener.accept()
+                async with anyio.create_task_group() as group:
+                    group.start_soon(stream.send, payload)
+                    assert len(await read_all_of(accepted, len(payload))) == len(payload)
+                await stream.aclose()
+                await accepted.aclose()
+            assert pair.client.reads_from_callbacks
+            assert pair.server.reads_from_callbacks
+            await pair.client.open_stream()
+            accepted = await listener.accept()
+            # (the helper's break_connection shuts the raw socket down: uvloop refuses)
+            await pair.client.abort()
+            with pytest.raises(ConnectionLost):
+                await accepted.receive()
+
+
+async def read_all_of(stream: anyio.abc.ByteReceiveStream, size: int) -> bytes:
+    received = bytearray()
+    while len(received) < size:
+        received += await stream.receive()
+    return bytes(received)
