@@ -118,8 +118,7 @@ async def test_uvloop_reads_from_callbacks_too() -> None:
             assert pair.server.reads_from_callbacks
             await pair.client.open_stream()
             accepted = await listener.accept()
-            # (the helper's break_connection shuts the raw socket down: uvloop refuses)
-            await pair.client.abort()
+            await pair.break_connection()
             with pytest.raises(ConnectionLost):
                 await accepted.receive()
 
