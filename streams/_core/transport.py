@@ -407,7 +407,11 @@ class CoalescingBuffer(OutboundBuffer):
         # where the loop can run a plain callback at its next turn (asyncio), the writer
         # task is woken from there, and only if nobody flushed the queue meanwhile: most
         # of the time somebody did, and waking a task for nothing costs more than a callback
-        self._call_soon = _call_soon_of(stream) if self._direct is not None else None
+        self._call_soon = (
+            _call_soon_of(direct_to if direct_to is not None else stream)
+            if self._direct is not None
+            else None
+        )
         self._kick_pending = False
         # the first queued chunk is the rest of a frame a flush wrote in part
         self._partial_head = False

@@ -28,8 +28,11 @@ from hyperframe.frame import (
     Frame,
     GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     PushPromiseFrame,
     RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
 )
 
 from ..._core.errors import ErrorCode, LimitExceeded
@@ -46,13 +49,33 @@ class _QuietDataFrame(DataFrame):
 
     h2 builds the ``repr`` of every received frame for a trace log line whether or not
     anything logs it, and hyperframe's hex-encodes all of a DATA frame's payload to show
-    its first ten bytes: a sixth of the CPU of a bulk transfer.
+    its first ten bytes: a sixth of the CPU of a bulk transfer. The flags (sorted for
+    their ``repr``) are left out too.
     """
 
     __slots__ = ()
 
-    def _body_repr(self) -> str:
-        return f"padding_length={self.pad_length}, data=<{len(self.data)} bytes>"
+    def __repr__(self) -> str:
+        return f"DataFrame(stream_id={self.stream_id}, data=<{len(self.data)} bytes>)"
+
+
+def _quiet(base: type[Frame]) -> type[Frame]:
+    """A subclass of *base* whose ``repr`` (built by h2 for every received frame, logged
+    or not) names the frame and its stream only: a few percent of an open-echo-close
+    went into flags and bodies that nobody reads."""
+    name = base.__name__
+
+    def __repr__(self: Frame) -> str:
+        return f"{name}(stream_id={self.stream_id})"
+
+    return type(f"_Quiet{name}", (base,), {"__slots__": (), "__repr__": __repr__})
+
+
+#: the frames of every exchange, and their quiet subclasses (DATA has its own above)
+_QUIET: dict[type[Frame], type[Frame]] = {
+    base: _quiet(base)
+    for base in (HeadersFrame, WindowUpdateFrame, SettingsFrame, PingFrame, RstStreamFrame)
+}
 
 
 _HEADER_FRAGMENTS = frozenset({HeadersFrame, ContinuationFrame, PushPromiseFrame})
@@ -119,7 +142,10 @@ class GracefulH2Connection(H2Connection):
         super().__init__(config=config)
         self._frames = _QuietFrameBuffer(server=not self.config.client_side)
         self.incoming_buffer = self._frames
-        self._frame_dispatch_table[_QuietDataFrame] = self._receive_data_frame
+        table = self._frame_dispatch_table
+        table[_QuietDataFrame] = self._receive_data_frame
+        for base, quiet in _QUIET.items():
+            table[quiet] = table[base]
         self.limits: InboundLimits | None = None
         #: frames other than DATA queued since :meth:`take_answer_count`
         self._answers = 0
@@ -173,6 +199,9 @@ class GracefulH2Connection(H2Connection):
                 limits.on_frame(frame, self._now, answered=answered)
             else:
                 limits.on_frame(frame, self._now)
+        quiet = _QUIET.get(type(frame))
+        if quiet is not None:
+            frame.__class__ = quiet
         self._answering = True
         try:
             return super()._receive_frame(frame)
@@ -312,6 +341,9 @@ def new_connection(
         header_encoding="utf-8",
         validate_inbound_headers=True,
         normalize_inbound_headers=True,
+        # every header list we send is built, checked and normalized by _codec_mapping
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
     )
     connection = GracefulH2Connection(config=config)
     if limits is not None:

@@ -3,9 +3,19 @@
 Pure functions, no I/O: the opener's headers become a request header list, a handler's
 decision becomes a response header list, and a response's ``:status`` decides whether
 the opener was accepted.
+
+The lists built here are complete and valid as they are: lower-case names, pseudo-headers
+first and only the allowed ones, no connection-specific fields, no line breaks, values
+without surrounding whitespace, credentials and short cookies marked never to be indexed.
+So h2 is told not to validate and normalize them again (``_codec.new_connection``), which
+costs it a chain of ten generators per header block.
 """
 
 from __future__ import annotations
+
+from typing import cast
+
+from hpack import NeverIndexedHeaderTuple
 
 from ..._core.errors import ErrorCode, StreamRejected
 from ..._core.headers import Headers
@@ -32,6 +42,20 @@ _REQUEST_PSEUDO = (":method", ":scheme", ":authority", ":path")
 _CONNECTION_SPECIFIC = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 )
+
+
+#: fields kept out of HPACK's dynamic table (as h2 and nghttp2 do): credentials, and
+#: cookies short enough to guess by probing the compression
+_NEVER_INDEXED = frozenset({"authorization", "proxy-authorization"})
+_SHORT_COOKIE = 20
+
+
+def _field(name: str, value: str) -> tuple[str, str]:
+    value = value.strip()
+    if name in _NEVER_INDEXED or (name == "cookie" and len(value.encode()) < _SHORT_COOKIE):
+        # a tuple of the two strings all the same, which h2 and hpack recognise
+        return cast(tuple[str, str], NeverIndexedHeaderTuple(name, value))
+    return (name, value)
 
 
 def _check_name(name: str, value: str) -> None:
@@ -64,14 +88,14 @@ def request_headers(headers: Headers, *, scheme: str, authority: str) -> list[tu
                 raise ValueError(f"the pseudo-header {name!r} is given twice")
             pseudo[lowered] = value
         else:
-            regular.append((lowered, value))
-    method = pseudo.get(":method", "POST")
+            regular.append(_field(lowered, value))
+    method = pseudo.get(":method", "POST").strip()
     out = [(":method", method)]
     if method != "CONNECT":
-        out.append((":scheme", pseudo.get(":scheme", scheme)))
-    out.append((":authority", pseudo.get(":authority", authority)))
+        out.append((":scheme", pseudo.get(":scheme", scheme).strip()))
+    out.append((":authority", pseudo.get(":authority", authority).strip()))
     if method != "CONNECT":
-        out.append((":path", pseudo.get(":path", "/") or "/"))
+        out.append((":path", pseudo.get(":path", "/").strip() or "/"))
     return out + regular
 
 
@@ -82,7 +106,7 @@ def _regular(headers: Headers) -> list[tuple[str, str]]:
         if lowered.startswith(":"):
             continue
         _check_name(lowered, value)
-        regular.append((lowered, value))
+        regular.append(_field(lowered, value))
     return regular
 
 
@@ -92,7 +116,7 @@ def accept_response(response: Headers) -> list[tuple[str, str]]:
 
     :raises ValueError: if a header cannot be sent, or the handler chose a non-2xx status
     """
-    status = response.get(":status", "200")
+    status = response.get(":status", "200").strip()
     if not is_accepted(status):
         raise ValueError(f"a stream is accepted with a 2xx :status, not {status!r}")
     return [(":status", status), *_regular(response)]
@@ -101,7 +125,7 @@ def accept_response(response: Headers) -> list[tuple[str, str]]:
 def reject_response(rejection: StreamRejected) -> list[tuple[str, str]]:
     """The response header list that rejects a stream: the handler's ``:status`` when it
     chose a non-2xx one, else 500 for a handler that failed and 403 otherwise."""
-    status = rejection.response_headers.get(":status", "")
+    status = rejection.response_headers.get(":status", "").strip()
     if not (len(status) == 3 and status.isdigit() and status[0] in "3456"):
         failed = rejection.code == ErrorCode.INTERNAL_ERROR
         status = FAILED_HANDLER_STATUS if failed else DEFAULT_REJECT_STATUS

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -64,7 +65,31 @@ class WatchedSend(anyio.abc.ByteStream):
 
 
 class Outbound(CoalescingBuffer):
-    """The connection's writer, able to drop what waits for a peer being cut off."""
+    """The connection's writer, able to drop what waits for a peer being cut off, and to
+    leave its writer task asleep while the reader queues answers it flushes itself."""
+
+    _holding_wakes = False
+
+    def hold_wakes(self) -> None:
+        """Queue without waking the writer task until :meth:`release_wakes`: for a caller
+        that flushes before it yields (on trio each wake is a task switch, and it finds
+        the queue empty)."""
+        self._holding_wakes = True
+
+    def release_wakes(self) -> None:
+        """Wake the writer task if anything is left that the caller could not flush."""
+        self._holding_wakes = False
+        if self._chunks:
+            super()._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if not self._holding_wakes:
+            super()._wake_writer()
+
+    @property
+    def backed_up(self) -> bool:
+        """``True`` while more than the high-water mark waits to be taken by the writer."""
+        return self.queued > self._high_water
 
     def discard_queued(self) -> None:
         """Drop what the writer has not taken yet: whole frames, since every write is
@@ -107,7 +132,11 @@ def peer_name(transport: anyio.abc.ByteStream) -> str:
 
 
 async def linger(
-    transport: anyio.abc.ByteStream, out: CoalescingBuffer, writer_done: anyio.Event
+    transport: anyio.abc.ByteStream,
+    out: CoalescingBuffer,
+    writer_done: anyio.Event,
+    *,
+    discard: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
     """After a ``GOAWAY`` for a limit: drop what the peer still sends while our last
     frames go out, then half-close, for at most :data:`LINGER_SECONDS` and
@@ -116,9 +145,13 @@ async def linger(
     Closing a socket with unread input resets the connection, and a reset destroys
     whatever the kernel had not delivered yet, the ``GOAWAY`` included: the peer would
     never learn why (Go's server lingers after a ``GOAWAY`` too).
+
+    :param discard: waits while something else drops the peer's input (the event loop's
+        callbacks) until the peer's end (then returns ``False``) or :data:`LINGER_BYTES`
+        (``True``); by default the input is read from *transport* and dropped here
     """
 
-    async def discard() -> None:
+    async def read_and_drop() -> bool:
         dropped = 0
         while dropped < LINGER_BYTES:
             try:
@@ -129,12 +162,17 @@ async def linger(
                 anyio.BrokenResourceError,
                 anyio.ClosedResourceError,
             ):
-                return
-        group.cancel_scope.cancel()
+                return False
+        return True
+
+    async def dropping() -> None:
+        if await (discard or read_and_drop)():
+            # a peer that keeps sending gets no more of our time
+            group.cancel_scope.cancel()
 
     with anyio.move_on_after(LINGER_SECONDS):
         async with anyio.create_task_group() as group:
-            group.start_soon(discard)
+            group.start_soon(dropping)
             await writer_done.wait()
             if out.error is None:
                 # TLS cannot half-close: the peer then sees the close itself

@@ -1,6 +1,7 @@
-"""The anyio driver that runs h2 on a byte stream: one reader task, one writer task and
-optional keepalive; the mapping of h2's events onto :class:`MuxStream` objects is in
-``_inbound``.
+"""The anyio driver that runs h2 on a byte stream: the input (from the event loop's
+callbacks on asyncio TCP, from a reader task elsewhere) is in ``_input``, the mapping of
+h2's events onto :class:`MuxStream` objects in ``_inbound``; here a writer task, optional
+keepalive, and what streams ask of the connection.
 
 Flow control, receiving: each stream's :class:`~streams._core.flow.ReceiveWindow` decides
 when the application has read enough to grant credit, and the grant goes to h2 for the
@@ -13,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import hpack
 from anyio.abc import TaskGroup
 
 from ..._core.errors import (
@@ -29,14 +28,12 @@ from ..._core.errors import (
     GoingAway,
     LimitExceeded,
     OpenTimeout,
-    ProtocolError,
     StreamError,
     StreamRejected,
 )
-from ..._core.flow import MAX_WINDOW, FlowControlViolation
+from ..._core.flow import MAX_WINDOW
 from ..._core.headers import Headers, HeadersLike
 from ..._core.limits import FloodGuard, log_limit_exceeded
-from ..._core.loop_io import socket_receiver
 from ..._core.stream import MuxStream
 from . import _codec_mapping as _mapping
 from ._codec import new_connection
@@ -47,11 +44,11 @@ from ._guard import (
     RefusalLog,
     WatchedSend,
     goaway_for,
-    limit_exceeded,
     linger,
     peer_name,
 )
-from ._inbound import H2_ERRORS, Http2Events
+from ._inbound import H2_ERRORS
+from ._input import Http2Input
 from ._stream import Http2Stream
 from .settings import Http2Settings
 
@@ -59,13 +56,11 @@ __all__ = ["Http2Provider", "Http2Stream"]
 
 logger = logging.getLogger("streams.http2")
 
-#: bytes asked of the transport per read
-READ_SIZE = 256 * 1024
 #: the largest chunk MuxStream hands to write_data; split into frames here
 STREAM_CHUNK = 256 * 1024
 
 
-class Http2Provider(Http2Events):
+class Http2Provider(Http2Input):
     """One HTTP/2 connection, client or server side, as a
     :class:`~streams.StreamProvider`. An async context manager.
 
@@ -148,6 +143,7 @@ class Http2Provider(Http2Events):
         self._join_frames = not self.loop_ops.is_asyncio
         # set once a connection closed for a limit has lingered
         self._lingering: anyio.Event | None = None
+        self._init_input()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -180,67 +176,6 @@ class Http2Provider(Http2Events):
 
     def _on_write_error(self, exc: BaseException) -> None:
         self._teardown(ConnectionLost(f"writing to the connection failed: {exc}"))
-
-    async def _read_loop(self) -> None:
-        # on trio, the socket itself: trio's receive yields after every read that found data
-        receive = socket_receiver(self._transport) or self._transport.receive
-        while True:
-            try:
-                if self._initial_data:
-                    data, self._initial_data = self._initial_data, b""
-                else:
-                    data = await receive(READ_SIZE)
-            except anyio.EndOfStream:
-                self._teardown(ConnectionLost("the peer closed the connection"))
-                return
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                self._teardown(ConnectionLost(f"reading from the connection failed: {exc}"))
-                return
-            try:
-                # the flood limits' clock: any monotonic one (the buckets start full), and
-                # this one costs no event-loop lookup (a getpid() on Python 3.11's asyncio)
-                events = self._conn.receive_data(data, time.monotonic())
-            except H2_ERRORS as exc:
-                exceeded = limit_exceeded(exc, self.h2_settings)
-                if exceeded is not None:
-                    self._close_for_limit(exceeded)
-                    return
-                code = getattr(exc, "error_code", None)
-                if isinstance(exc, hpack.HPACKError):
-                    code = ErrorCode.COMPRESSION_ERROR
-                code = int(code) if code is not None else int(ErrorCode.PROTOCOL_ERROR)
-                self._flush()
-                error = ProtocolError(f"the peer broke HTTP/2: {exc}", code)
-                error.__cause__ = exc
-                self._teardown(error)
-                return
-            try:
-                for event in events:
-                    self._handle(event)
-            except FlowControlViolation as exc:
-                # h2 checks the windows first, so this means our bookkeeping and h2's
-                # disagree; end the connection rather than trust either
-                self._call_connection(
-                    lambda: self._conn.close_connection(ErrorCode.FLOW_CONTROL_ERROR)
-                )
-                error = ProtocolError(str(exc), ErrorCode.FLOW_CONTROL_ERROR)
-                error.__cause__ = exc
-                self._teardown(error)
-                return
-            self._flush()
-            # the answers to what arrived leave before the reader waits again
-            self._out.flush()
-            if self._torn_down:
-                return
-            self._answers.taken(self._out.queued)
-            # a reader's burst may queue many answers at once; only while the writer is
-            # stuck do they show a peer that does not read
-            if self._sender.sending:
-                try:
-                    self._answers.check()
-                except LimitExceeded as exc:
-                    self._close_for_limit(exc)
-                    return
 
     def _close_for_limit(self, error: LimitExceeded) -> None:
         """End the connection for a limit the peer went over: log which, and send a
@@ -317,7 +252,13 @@ class Http2Provider(Http2Events):
         try:
             with anyio.CancelScope(shield=True):
                 if self._lingering is not None:
-                    await linger(self._transport, self._out, self._writer_done)
+                    await linger(
+                        self._transport,
+                        self._out,
+                        self._writer_done,
+                        # the callbacks drop the input: nothing may read the transport
+                        discard=self.wait_input_ended if self.reads_from_callbacks else None,
+                    )
                 else:
                     with anyio.move_on_after(1.5):
                         await self._writer_done.wait()
@@ -565,14 +506,6 @@ class Http2Provider(Http2Events):
             action()
         except H2_ERRORS as exc:
             logger.debug("stream %s: h2 refused a frame: %r", stream.stream_id, exc)
-        self._flush()
-
-    def _call_connection(self, action: Callable[[], None]) -> None:
-        """Run an h2 call about the whole connection; h2 may already consider it closed."""
-        try:
-            action()
-        except H2_ERRORS as exc:
-            logger.debug("h2 refused a connection frame: %r", exc)
         self._flush()
 
     def return_connection_credit(self, size: int) -> None:
