@@ -474,7 +474,8 @@ class CoalescingBuffer(OutboundBuffer):
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         sent = self._direct(data)
-        if not sent:
+        if not sent:  # the transport has a backlog (or failed): the writer task sends it
+            self._wake_writer()
             return
         self._taken()
         if sent < len(data):

@@ -71,3 +71,26 @@ async def test_discarding_keeps_the_rest_of_a_frame_begun_on_the_wire() -> None:
                 received += await server.receive(1024 * 1024)
             group.cancel_scope.cancel()
     assert bytes(received) == first
+
+
+async def test_a_flush_that_the_socket_refuses_leaves_the_queue_to_the_writer() -> None:
+    # the queued frame was written with flush_follows (no wake-up of its own), and the
+    # transport still holds a backlog when the flush comes: the writer must send it
+    big = b"b" * (8 * 1024 * 1024)
+    small = b"s" * 100
+    client, server = await socket_pair()
+    with anyio.fail_after(20):
+        async with client, server, anyio.create_task_group() as group:
+            buffer = CoalescingBuffer(client, high_water=16 * 1024 * 1024, turn_bytes=FRAME)
+            group.start_soon(buffer.run, lambda error: None)
+            buffer.write(big)
+            buffer.flush()
+            await anyio.wait_all_tasks_blocked()  # the writer's wake-up for it is spent
+            buffer.flush_follows = True
+            buffer.write(small)
+            buffer.flush()
+            received = bytearray()
+            while len(received) < len(big) + len(small):
+                received += await server.receive(1024 * 1024)
+            group.cancel_scope.cancel()
+    assert bytes(received) == big + small
