@@ -65,37 +65,12 @@ class WatchedSend(anyio.abc.ByteStream):
 
 
 class Outbound(CoalescingBuffer):
-    """The connection's writer, able to drop what waits for a peer being cut off, and to
-    leave its writer task asleep while the reader queues answers it flushes itself."""
-
-    _holding_wakes = False
-
-    def hold_wakes(self) -> None:
-        """Queue without waking the writer task until :meth:`release_wakes`: for a caller
-        that flushes before it yields (on trio each wake is a task switch, and it finds
-        the queue empty)."""
-        self._holding_wakes = True
-
-    def release_wakes(self) -> None:
-        """Wake the writer task if anything is left that the caller could not flush."""
-        self._holding_wakes = False
-        if self._chunks:
-            super()._wake_writer()
-
-    def _wake_writer(self) -> None:
-        if not self._holding_wakes:
-            super()._wake_writer()
+    """The connection's writer, telling whether it is backed up."""
 
     @property
     def backed_up(self) -> bool:
         """``True`` while more than the high-water mark waits to be taken by the writer."""
         return self.queued > self._high_water
-
-    def discard_queued(self) -> None:
-        """Drop what the writer has not taken yet: whole frames, since every write is
-        what h2 produced in one go."""
-        self._chunks = []
-        self.queued = 0
 
 
 def limit_exceeded(exc: BaseException, settings: Http2Settings) -> LimitExceeded | None:

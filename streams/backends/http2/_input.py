@@ -79,8 +79,9 @@ class Http2Input(Http2Events):
             error, a flow-control disagreement, or a bug of ours)
         """
         out = self._out
-        # the answers are flushed below, before the reader yields
-        out.hold_wakes()
+        # the answers are flushed below, before the reader yields: queueing them need not
+        # wake the writer task (on trio a task switch, to find the queue empty)
+        out.flush_follows = True
         try:
             # the flood limits' clock: any monotonic one (the buckets start full), and this
             # one costs no event-loop lookup (a getpid() on Python 3.11's asyncio)
@@ -89,10 +90,10 @@ class Http2Input(Http2Events):
             for event in events:
                 handle(event)
             self._flush()
-            # the answers to what arrived leave before the reader waits again
-            out.flush()
         finally:
-            out.release_wakes()
+            # the answers to what arrived leave before the reader waits again (on a
+            # failure, those to what came before it); the writer takes what is left
+            out.flush()
         if self._torn_down:
             return
         self._answers.taken(self._out.queued)
