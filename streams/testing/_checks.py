@@ -573,16 +573,28 @@ async def check_many_concurrent_streams(pair: ProviderPair, options: Conformance
     listener = pair.server.listen()
     count = options.concurrent_streams
     results: dict[int, bytes] = {}
+    # the first failure ends the check, raised alone: when the connection fails, a
+    # thousand streams fail at once, and a group of a thousand errors buries the first
+    # (pytest takes minutes to print one)
+    failures: list[Exception] = []
+    scope = anyio.CancelScope()
+
+    def failed(exc: Exception) -> None:
+        failures.append(exc)
+        scope.cancel()
 
     async def echo(stream: Stream) -> None:
-        async with stream:
-            while True:
-                try:
-                    data = await stream.receive()
-                except anyio.EndOfStream:
-                    break
-                await stream.send(data)
-            await stream.send_eof()
+        try:
+            async with stream:
+                while True:
+                    try:
+                        data = await stream.receive()
+                    except anyio.EndOfStream:
+                        break
+                    await stream.send(data)
+                await stream.send_eof()
+        except Exception as exc:
+            failed(exc)
 
     async def serve() -> None:
         async with anyio.create_task_group() as group:
@@ -590,19 +602,27 @@ async def check_many_concurrent_streams(pair: ProviderPair, options: Conformance
                 group.start_soon(echo, await listener.accept())
 
     async def client(index: int) -> None:
-        stream = await pair.client.open_stream({"x-index": str(index)})
-        async with stream:
-            message = f"stream {index};".encode() * 3
-            for _ in range(3):
-                await stream.send(message)
-                await anyio.lowlevel.checkpoint()
-            await stream.send_eof()
-            results[index] = await read_all(stream)
+        try:
+            stream = await pair.client.open_stream({"x-index": str(index)})
+            async with stream:
+                message = f"stream {index};".encode() * 3
+                for _ in range(3):
+                    await stream.send(message)
+                    await anyio.lowlevel.checkpoint()
+                await stream.send_eof()
+                results[index] = await read_all(stream)
+        except Exception as exc:
+            failed(exc)
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(serve)
-        for index in range(count):
-            group.start_soon(client, index)
+    with scope:
+        async with anyio.create_task_group() as group:
+            group.start_soon(serve)
+            for index in range(count):
+                group.start_soon(client, index)
+    if failures:
+        raise AssertionError(
+            f"the check stopped at a failed stream ({len(failures)} failed in all): {failures[0]!r}"
+        ) from failures[0]
     assert len(results) == count
     for index, data in results.items():
         assert data == f"stream {index};".encode() * 9, f"stream {index} got {data[:60]!r}"
