@@ -139,6 +139,55 @@ class ReadingControl:
                 self._transport.resume_reading()
 
 
+class InputHandover:
+    """What a driver that reads from the event loop's callbacks (:func:`take_over_reading`)
+    passes to its reader task: the callbacks handle the input synchronously and leave to
+    the task what needs one (closing for a failure, waiting for room, the end).
+
+    The reader task loops over :meth:`wait` and looks at the fields; the callbacks set
+    them and :meth:`wake` it.
+    """
+
+    __slots__ = ("_wakeup", "control", "end", "ended", "error", "handled")
+
+    def __init__(self) -> None:
+        #: switches the socket's reading, once reading is taken over
+        self.control: ReadingControl | None = None
+        #: ``True`` while the callbacks hand the input to the driver (not after a
+        #: failure, or once the reader task is gone)
+        self.handled = True
+        #: what handling the input raised, for the reader task to act on
+        self.error: Exception | None = None
+        #: ``True`` once the input ended, with :attr:`end` the error (``None``: the
+        #: peer's end of file)
+        self.ended = False
+        self.end: BaseException | None = None
+        self._wakeup: anyio.Event | None = None
+
+    def failed(self, error: Exception) -> None:
+        """Handling the input raised *error*: hand no more to the driver; tell the task."""
+        self.handled = False
+        self.error = error
+        self.wake()
+
+    def input_ended(self, error: BaseException | None) -> None:
+        """The input ended (an :class:`InputSink`'s ``input_ended``)."""
+        self.ended = True
+        self.end = error
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the reader task if it waits in :meth:`wait`."""
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.set()
+
+    async def wait(self) -> None:
+        """Wait until the callbacks :meth:`wake` the reader task (rarely: not per read)."""
+        wakeup = self._wakeup = anyio.Event()
+        await wakeup.wait()
+
+
 class _Forwarder(asyncio.Protocol):
     """Sits between an asyncio transport and anyio's protocol: the input goes to the sink,
     the rest (write backpressure, the connection's loss) to anyio's protocol as before, so

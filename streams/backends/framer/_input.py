@@ -16,7 +16,7 @@ import anyio
 import anyio.abc
 
 from ..._core.errors import ConnectionLost, GoingAway, LimitExceeded
-from ..._core.loop_io import ReadingControl, socket_receiver, take_over_reading
+from ..._core.loop_io import InputHandover, socket_receiver, take_over_reading
 from ..._core.mux import MuxProvider
 from ..._core.transport import CoalescingBuffer
 from .codec import (
@@ -58,14 +58,8 @@ class FramerInput(MuxProvider):
         self._reading = False
         self._buffered = 0
         self._room = None
-        # the event-loop mode's state: what woke the reader task, and whether the input
-        # is still handled (not after a failure, an end or the reader's exit)
-        self._input_control: ReadingControl | None = None
-        self._input_wakeup: anyio.Event | None = None
-        self._input_handled = True
-        self._input_error: Exception | None = None
-        self._input_end: BaseException | None = None
-        self._input_ended = False
+        # the event-loop mode: what the callbacks leave to the reader task
+        self._input = InputHandover()
 
     # -- what the driver and the lifecycle provide -------------------------------------
 
@@ -143,11 +137,11 @@ class FramerInput(MuxProvider):
     async def _read(self) -> None:
         control = take_over_reading(self._transport, self)
         if control is not None:
-            self._input_control = control
+            self._input.control = control
             try:
                 await self._follow_input()
             finally:
-                self._input_handled = False
+                self._input.handled = False
                 control.pause()
             return
         receive = socket_receiver(self._transport) or self._transport.receive
@@ -174,56 +168,44 @@ class FramerInput(MuxProvider):
 
     def input_received(self, data: bytes) -> None:
         """Bytes arrived (called by the event loop)."""
-        if not self._input_handled:
+        handover = self._input
+        if not handover.handled:
             return  # dropped: after a failure, or once the reader is gone
         try:
             self._feed(data)
         except Exception as exc:
-            self._input_handled = False
-            self._input_error = exc
-            self._wake_reader()
+            handover.failed(exc)
             return
-        control = self._input_control
+        control = handover.control
         if self._buffered > self.settings.max_connection_buffer and control is not None:
             control.pause()
-            self._wake_reader()
+            handover.wake()
 
     def input_ended(self, error: BaseException | None) -> None:
         """The input ended (called by the event loop)."""
-        self._input_ended = True
-        self._input_end = error
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        wakeup = self._input_wakeup
-        if wakeup is not None:
-            self._input_wakeup = None
-            wakeup.set()
+        self._input.input_ended(error)
 
     async def _follow_input(self) -> None:
         """The reader task of the event-loop mode: does what the callbacks cannot."""
-        control = self._input_control
+        handover = self._input
+        control = handover.control
         assert control is not None
         while True:
-            if self._input_error is not None:
-                if self._input_failed(self._input_error):
+            if handover.error is not None:
+                if self._input_failed(handover.error):
                     # the callbacks drop what still arrives; wait for the peer's close
                     with anyio.move_on_after(_DISCARD_SECONDS):
-                        while not self._input_ended:
-                            await self._wait_for_input()
+                        while not handover.ended:
+                            await handover.wait()
                 return
-            if self._input_ended and self._input_handled:
-                self._ended(self._input_end)
+            if handover.ended and handover.handled:
+                self._ended(handover.end)
                 return
             if control.paused:
                 await self._wait_for_room()
                 control.resume()
                 continue
-            await self._wait_for_input()
-
-    async def _wait_for_input(self) -> None:
-        wakeup = self._input_wakeup = self.loop_ops.event()
-        await wakeup.wait()
+            await handover.wait()
 
     # -- the connection's buffer --------------------------------------------------------
 

@@ -22,7 +22,7 @@ import hpack
 
 from ..._core.errors import ConnectionLost, ErrorCode, LimitExceeded, ProtocolError
 from ..._core.flow import FlowControlViolation
-from ..._core.loop_io import ReadingControl, socket_receiver, take_over_reading
+from ..._core.loop_io import InputHandover, socket_receiver, take_over_reading
 from ._codec_limits import AnswerQueue
 from ._guard import LINGER_BYTES, Outbound, WatchedSend, limit_exceeded
 from ._inbound import H2_ERRORS, Http2Events
@@ -49,14 +49,8 @@ class Http2Input(Http2Events):
     _torn_down: bool
 
     def _init_input(self) -> None:
-        # the event-loop mode's state: what woke the reader task, what the callbacks could
-        # not handle, and whether they still hand the input to h2 (not after a failure)
-        self._input_control: ReadingControl | None = None
-        self._input_wakeup: anyio.Event | None = None
-        self._input_handled = True
-        self._input_error: Exception | None = None
-        self._input_ended = False
-        self._input_end: BaseException | None = None
+        # the event-loop mode: what the callbacks leave to the reader task
+        self._input = InputHandover()
         # bytes the callbacks dropped after a failure (bounded like the task's linger)
         self._input_dropped = 0
 
@@ -153,11 +147,11 @@ class Http2Input(Http2Events):
                 return
         control = take_over_reading(self._transport, self)
         if control is not None:
-            self._input_control = control
+            self._input.control = control
             try:
                 await self._follow_input()
             finally:
-                self._input_handled = False
+                self._input.handled = False
             return
         # on trio, the socket itself: trio's receive yields after every read that found data
         receive = socket_receiver(self._transport) or self._transport.receive
@@ -187,62 +181,50 @@ class Http2Input(Http2Events):
     def reads_from_callbacks(self) -> bool:
         """``True`` once the input arrives through the event loop's callbacks: nothing may
         call the transport's ``receive()`` then."""
-        return self._input_control is not None
+        return self._input.control is not None
 
     def input_received(self, data: bytes) -> None:
         """Bytes arrived (called by the event loop)."""
-        if not self._input_handled or self._torn_down:
+        handover = self._input
+        if not handover.handled or self._torn_down:
             # dropped: after a failure, or while a closed connection lingers
             self._input_dropped += len(data)
             if self._input_dropped > LINGER_BYTES:
-                self._input_ended = True
-                self._wake_reader()
+                handover.ended = True
+                handover.wake()
             return
         try:
             self._feed(data)
         except Exception as exc:
-            self._input_handled = False
-            self._input_error = exc
-            self._wake_reader()
+            handover.failed(exc)
 
     def input_ended(self, error: BaseException | None) -> None:
         """The input ended (called by the event loop)."""
-        self._input_ended = True
-        self._input_end = error
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        wakeup = self._input_wakeup
-        if wakeup is not None:
-            self._input_wakeup = None
-            wakeup.set()
+        self._input.input_ended(error)
 
     async def _follow_input(self) -> None:
         """The reader task of the event-loop mode: does what the callbacks cannot."""
+        handover = self._input
         while True:
-            if self._input_error is not None:
-                self._input_failed(self._input_error)
+            if handover.error is not None:
+                self._input_failed(handover.error)
                 return
             if self._torn_down:
                 return
-            if self._input_ended:
-                error = self._input_end
+            if handover.ended:
+                error = handover.end
                 if error is None:
                     self._teardown(ConnectionLost("the peer closed the connection"))
                 else:
                     self._teardown(ConnectionLost(f"reading from the connection failed: {error}"))
                 return
-            await self._wait_for_input()
-
-    async def _wait_for_input(self) -> None:
-        wakeup = self._input_wakeup = self.loop_ops.event()
-        await wakeup.wait()
+            await handover.wait()
 
     async def wait_input_ended(self) -> bool:
         """In the event-loop mode, while a closed connection lingers: wait until the peer
         closed its side (then return ``False``), or sent more than
         :data:`~._guard.LINGER_BYTES` (``True``), the callbacks dropping what arrives
         meanwhile."""
-        while not self._input_ended:
-            await self._wait_for_input()
+        while not self._input.ended:
+            await self._input.wait()
         return self._input_dropped > LINGER_BYTES
