@@ -72,6 +72,28 @@ class Keys:
         path.write_text(f"[127.0.0.1]:{port} {self.host_public}\n")
         return path
 
+    def bare_server(self, ciphers: str | None = None) -> dict[str, Any]:
+        """``asyncssh.create_server``'s keyword arguments for these keys (and *ciphers*)."""
+        chosen = {"encryption_algs": ciphers} if ciphers else {}
+        return {
+            "server_host_keys": [str(self.host_key)],
+            "authorized_client_keys": str(self.authorized_keys),
+            "config": None,
+            **chosen,
+        }
+
+    def bare_client(self, port: int, ciphers: str | None = None) -> dict[str, Any]:
+        """``asyncssh.connect``'s keyword arguments for these keys (and *ciphers*)."""
+        chosen = {"encryption_algs": ciphers} if ciphers else {}
+        return {
+            "known_hosts": str(self.known_hosts(port)),
+            "client_keys": [str(self.user_key)],
+            "username": getpass.getuser(),
+            "agent_path": None,
+            "config": None,
+            **chosen,
+        }
+
     def server_options(self) -> BackendOptions:
         return BackendOptions(
             ssh=SSHConfig(host_key=str(self.host_key), authorized_keys=str(self.authorized_keys))
@@ -138,7 +160,6 @@ async def _bare(
 ) -> tuple[float, float]:
     """Throughput (MB/s) and opens per second of bare asyncssh channels (with asyncssh's
     default ciphers, or *ciphers*)."""
-    chosen: dict[str, Any] = {"encryption_algs": ciphers} if ciphers else {}
     results: list[int] = []
     finished = anyio.Event()
 
@@ -146,29 +167,15 @@ async def _bare(
         results.append(count)
         finished.set()
 
-    key = asyncssh.read_private_key(str(keys.host_key))
     server = await bridge.run(
         asyncssh.create_server,
         lambda: _BareServer(done),
         "127.0.0.1",
         0,
-        server_host_keys=[key],
-        authorized_client_keys=str(keys.authorized_keys),
-        config=None,
-        **chosen,
+        **keys.bare_server(ciphers),
     )
     port = server.get_port()
-    conn = await bridge.run(
-        asyncssh.connect,
-        "127.0.0.1",
-        port,
-        known_hosts=str(keys.known_hosts(port)),
-        client_keys=[str(keys.user_key)],
-        username=getpass.getuser(),
-        agent_path=None,
-        config=None,
-        **chosen,
-    )
+    conn = await bridge.run(asyncssh.connect, "127.0.0.1", port, **keys.bare_client(port, ciphers))
     try:
         writer = _Writer()
         chan, _ = await bridge.run(conn.create_unix_connection, lambda: writer, BARE_PATH)
@@ -361,29 +368,11 @@ def difference(theirs: Any, ours: Any, exchanges: int, top: int) -> list[str]:
 async def _count_bare(keys: Keys, exchanges: int, ciphers: str | None) -> Counted:
     import cProfile
 
-    chosen: dict[str, Any] = {"encryption_algs": ciphers} if ciphers else {}
-    server = await asyncssh.create_server(
-        _EchoServer,
-        "127.0.0.1",
-        0,
-        server_host_keys=[str(keys.host_key)],
-        authorized_client_keys=str(keys.authorized_keys),
-        config=None,
-        **chosen,
-    )
+    server = await asyncssh.create_server(_EchoServer, "127.0.0.1", 0, **keys.bare_server(ciphers))
     port = server.get_port()
     message = b"m" * 64
     try:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            port,
-            known_hosts=str(keys.known_hosts(port)),
-            client_keys=[str(keys.user_key)],
-            username=getpass.getuser(),
-            agent_path=None,
-            config=None,
-            **chosen,
-        ) as conn:
+        async with asyncssh.connect("127.0.0.1", port, **keys.bare_client(port, ciphers)) as conn:
 
             async def exchange() -> None:
                 reader, writer = await conn.open_unix_connection("echo")
@@ -470,33 +459,18 @@ async def cpu_ratio(blocks: int, size: int = 100) -> dict[str, float]:
     (AES-GCM first) and this backend, and their ratios (bare over ours: the rate ratio)."""
     import time
 
-    from ._workloads import MESSAGE, _echo
+    from ._workloads import MESSAGE, _echo, _exchange
 
     clock = time.process_time
     with tempfile.TemporaryDirectory() as directory:
         keys = Keys(Path(directory))
         async with open_bridge() as bridge:
             server = await bridge.run(
-                asyncssh.create_server,
-                _EchoServer,
-                "127.0.0.1",
-                0,
-                server_host_keys=[str(keys.host_key)],
-                authorized_client_keys=str(keys.authorized_keys),
-                encryption_algs=CIPHERS,
-                config=None,
+                asyncssh.create_server, _EchoServer, "127.0.0.1", 0, **keys.bare_server(CIPHERS)
             )
             port = server.get_port()
             conn = await bridge.run(
-                asyncssh.connect,
-                "127.0.0.1",
-                port,
-                known_hosts=str(keys.known_hosts(port)),
-                client_keys=[str(keys.user_key)],
-                username=getpass.getuser(),
-                agent_path=None,
-                encryption_algs=CIPHERS,
-                config=None,
+                asyncssh.connect, "127.0.0.1", port, **keys.bare_client(port, CIPHERS)
             )
 
             async def bare_block(count: int) -> float:
@@ -527,16 +501,7 @@ async def cpu_ratio(blocks: int, size: int = 100) -> dict[str, float]:
                     async def our_block(count: int) -> float:
                         started = clock()
                         for _ in range(count):
-                            stream = await client.open_stream()
-                            await stream.send(MESSAGE)
-                            await stream.send_eof()
-                            received = b""
-                            with contextlib.suppress(anyio.EndOfStream):
-                                while True:
-                                    received += await stream.receive()
-                            if received != MESSAGE:
-                                raise AssertionError("the echo differs")
-                            await stream.aclose()
+                            await _exchange(await client.open_stream())
                         return (clock() - started) / count * 1e6
 
                     await bare_block(30)
